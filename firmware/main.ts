@@ -1,0 +1,170 @@
+/**
+ * The composition root: the one place where real bindings are chosen and
+ * services are wired. `startPeripheral` parses the board config (once,
+ * frozen), opens the device state, starts the services, tells systemd
+ * READY=1, pings the watchdog while healthy, and stops cleanly.
+ */
+import type { BoardConfig } from './config/board-types.js';
+import { loadBoardConfig } from './config/board-config.js';
+import { StateStore } from './config/state-store.js';
+import { createSystemClock, type ClockSource } from './clock/clock.js';
+import { defaultDeviceName } from './device-name.js';
+import { createJsonLogger, type Logger } from './log/logger.js';
+import { createNodeDatagramBinding, type DatagramBinding } from './net/datagram-binding.js';
+import { resolveLanAddress, systemInterfaceLister, type InterfaceLister } from './net/interfaces.js';
+import { packageVersion } from './paths.js';
+import { deviceRef, controlRef } from './qdp/qdp-query.js';
+import { QdpService, type QdpSelfDescription } from './qdp/service.js';
+import { HealthRegistry, eventLoopLagCheck } from './systemd/health.js';
+import { createNotifyTransport, SystemdNotifier } from './systemd/sd-notify.js';
+import { watchdogIntervalMs, WatchdogPinger } from './systemd/watchdog.js';
+
+export interface StartOptions {
+  boardFile: string;
+  stateDir: string;
+  /** Override the device name for this run (not persisted). */
+  name?: string;
+  /** Override LAN A's address (bench: several peripherals on 127.0.0.N). */
+  address?: string;
+  /** Override the QDP multicast TTL for this run. */
+  qdpTtl?: number;
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  clock?: ClockSource;
+  datagrams?: DatagramBinding;
+  interfaces?: InterfaceLister;
+}
+
+export interface RunningPeripheral {
+  readonly board: Readonly<BoardConfig>;
+  readonly name: string;
+  readonly state: StateStore;
+  readonly qdp: QdpService;
+  readonly notifier: SystemdNotifier;
+  readonly startedAtMs: number;
+  stop(reason: string): Promise<void>;
+}
+
+export async function startPeripheral(options: StartOptions): Promise<RunningPeripheral> {
+  const env = options.env ?? process.env;
+  const clock = options.clock ?? createSystemClock();
+  const t0 = clock.monotonicMs();
+  const logger = options.logger ?? createJsonLogger({ level: env['QPERIPH_LOG_LEVEL'] === 'debug' ? 'debug' : 'info' });
+  const log = logger.child({ module: 'main' });
+  log.info('starting', { version: packageVersion(), pid: process.pid, node: process.version });
+
+  const board = loadBoardConfig(options.boardFile, options.address ? { lanAAddress: options.address } : {});
+  const interfaces = options.interfaces ?? systemInterfaceLister;
+  const state = await StateStore.open({ dir: options.stateDir, logger });
+
+  let name = options.name ?? state.get().name;
+  if (!name) {
+    const mac = resolveLanAddress(board.network.lanA, interfaces)?.mac ?? null;
+    name = defaultDeviceName(board.hostnamePrefix, mac);
+    await state.update((s) => {
+      s.name = name!;
+    });
+    log.info('name_assigned', { name });
+  }
+  const deviceName = name;
+
+  const notifier = new SystemdNotifier(createNotifyTransport(env, logger), logger);
+
+  const describe = (): QdpSelfDescription => {
+    const s = state.get();
+    const ref = deviceRef('ioframe', deviceName);
+    return {
+      device: {
+        name: deviceName,
+        type: 'ioframe',
+        platform: board.platform,
+        partNumber: board.partNumber,
+        ref,
+        isVirtual: board.isVirtual,
+        periphCfgUrl: '/#network',
+        secureComm: s.trustedCores.length > 0 ? 'enabled' : 'disabled',
+      },
+      control: s.design
+        ? {
+            role: s.design.role,
+            designPretty: s.design.name,
+            designCode: s.design.code,
+            primary: s.design.primary,
+            redundant: s.design.redundant,
+            deviceRef: ref,
+            ref: controlRef(s.design.code, s.design.role),
+          }
+        : null,
+    };
+  };
+
+  let firstAnnounceLogged = false;
+  const lans = [{ id: 'a' as const, config: board.network.lanA }];
+  if (board.network.lanB) lans.push({ id: 'b' as const, config: board.network.lanB } as never);
+  const qdp = new QdpService({
+    binding: options.datagrams ?? createNodeDatagramBinding(),
+    clock,
+    logger,
+    interfaces,
+    lans,
+    describe,
+    ttl: options.qdpTtl ?? state.get().settings.qdpTtl,
+    onAnnounced: ({ lan, atMs }) => {
+      if (firstAnnounceLogged) return;
+      firstAnnounceLogged = true;
+      log.info('qdp_first_announce', { lan, sinceStartMs: Math.round((atMs - t0) * 10) / 10 });
+    },
+    onCoreEvent: (ev) => {
+      if (ev.event === 'core_discovered') void notifier.status(`announcing as ${deviceName}; heard Core ${ev.core.name}`);
+    },
+  });
+  await qdp.start();
+
+  const health = new HealthRegistry();
+  health.register('qdp', () => qdp.health());
+  const lag = eventLoopLagCheck();
+  health.register('event-loop', lag.check);
+
+  const addresses = qdp.lanAddresses();
+  const status = `announcing as ${deviceName} (${board.partNumber}) on LAN A ${addresses.a ?? 'down'}`;
+  await notifier.ready(status);
+  const startedAtMs = clock.monotonicMs();
+  log.info('ready', {
+    name: deviceName,
+    board: board.id,
+    lanA: addresses.a,
+    lanB: addresses.b,
+    startupMs: Math.round((startedAtMs - t0) * 10) / 10,
+  });
+
+  const interval = watchdogIntervalMs(env);
+  let pinger: WatchdogPinger | null = null;
+  if (interval !== null) {
+    pinger = new WatchdogPinger({ notifier, clock, intervalMs: interval, healthCheck: () => health.evaluate(), logger });
+    pinger.start();
+    log.info('watchdog_enabled', { intervalMs: interval });
+  }
+
+  let stopping: Promise<void> | null = null;
+  return {
+    board,
+    name: deviceName,
+    state,
+    qdp,
+    notifier,
+    startedAtMs,
+    stop(reason: string): Promise<void> {
+      stopping ??= (async () => {
+        const s0 = clock.monotonicMs();
+        log.info('stopping', { reason });
+        await notifier.stopping(`stopping: ${reason}`);
+        pinger?.stop();
+        lag.stop();
+        await qdp.stop();
+        notifier.close();
+        log.info('stopped', { reason, stopMs: Math.round((clock.monotonicMs() - s0) * 10) / 10 });
+      })();
+      return stopping;
+    },
+  };
+}
