@@ -2,7 +2,8 @@
  * Persistent device state (name, design, trusted Cores, settings) in one
  * state directory. On disk, `state.json` is an envelope whose sha256 covers
  * the canonical JSON of the data, so a truncated or damaged file is detected;
- * `state.prev.json` holds the previous good copy. Every write is atomic and
+ * `state.prev.json` is the last good copy: a mirror written right after each
+ * save of `state.json`, so a damaged `state.json` costs no data. Every write is atomic and
  * fsync'd. A damaged file is moved aside (never deleted) and the previous copy,
  * or else the defaults, is used: opening never fails on bad content, only on
  * I/O errors (STATE_ERR_IO).
@@ -285,23 +286,20 @@ export class StateStore {
   readonly dir: string;
   /** Path of state.json. */
   readonly file: string;
-  /** Path of state.prev.json, the previous good copy. */
+  /** Path of state.prev.json, the last good copy (a mirror of state.json). */
   readonly previousFile: string;
   private readonly logger: Logger;
   private readonly clock: ClockSource;
   private current: Readonly<DeviceState>;
-  /** The exact text of the good state.json on disk; becomes state.prev.json on the next save. */
-  private currentText: string;
   private queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(options: Required<StateStoreOptions>, state: DeviceState, text: string) {
+  private constructor(options: Required<StateStoreOptions>, state: DeviceState) {
     this.dir = options.dir;
     this.file = join(options.dir, 'state.json');
     this.previousFile = join(options.dir, 'state.prev.json');
     this.logger = options.logger;
     this.clock = options.clock;
     this.current = deepFreeze(state);
-    this.currentText = text;
   }
 
   /** Open (or create) the state in `dir`. Recovers from damaged files; throws only STATE_ERR_IO. */
@@ -313,19 +311,41 @@ export class StateStore {
     const previousFile = join(dir, 'state.prev.json');
     await io(`create state directory ${dir}`, () => mkdir(dir, { recursive: true, mode: 0o700 }));
 
+    const writeBoth = async (text: string): Promise<void> => {
+      await io(`write ${file}`, () => writeFileAtomic(file, text, { mode: FILE_MODE }));
+      await io(`write ${previousFile}`, () => writeFileAtomic(previousFile, text, { mode: FILE_MODE }));
+    };
+
     const main = await readCandidate(file);
+    const prev = await readCandidate(previousFile);
     if (main.kind === 'good') {
       logger.debug('state_loaded', { file });
-      return new StateStore({ dir, logger, clock }, main.state, main.text);
+      if (prev.kind !== 'good' || prev.text !== main.text) {
+        // The mirror is missing, damaged or one save behind (a cut between the two writes).
+        const fields: Record<string, unknown> = {
+          file: previousFile,
+          reason:
+            prev.kind === 'corrupt'
+              ? prev.reason
+              : prev.kind === 'missing'
+                ? 'file missing'
+                : 'behind state.json',
+        };
+        if (prev.kind === 'corrupt') fields['movedTo'] = await moveAside(previousFile, clock);
+        await io(`write ${previousFile}`, () =>
+          writeFileAtomic(previousFile, main.text, { mode: FILE_MODE }),
+        );
+        if (prev.kind === 'corrupt') logger.warn('state_mirror_repaired', fields);
+        else logger.debug('state_mirror_repaired', fields);
+      }
+      return new StateStore({ dir, logger, clock }, main.state);
     }
 
-    const prev = await readCandidate(previousFile);
     if (main.kind === 'missing' && prev.kind === 'missing') {
       const state = defaultDeviceState();
-      const text = encodeEnvelope(state, new Date(clock.wallMs()).toISOString());
-      await io(`write ${file}`, () => writeFileAtomic(file, text, { mode: FILE_MODE }));
+      await writeBoth(encodeEnvelope(state, new Date(clock.wallMs()).toISOString()));
       logger.info('state_initialised', { dir, file });
-      return new StateStore({ dir, logger, clock }, state, text);
+      return new StateStore({ dir, logger, clock }, state);
     }
 
     const fields: Record<string, unknown> = {
@@ -348,9 +368,9 @@ export class StateStore {
       text = encodeEnvelope(state, new Date(clock.wallMs()).toISOString());
       fields['usedCopy'] = 'defaults';
     }
-    await io(`write ${file}`, () => writeFileAtomic(file, text, { mode: FILE_MODE }));
+    await writeBoth(text);
     logger.warn('state_recovered', fields);
-    return new StateStore({ dir, logger, clock }, state, text);
+    return new StateStore({ dir, logger, clock }, state);
   }
 
   /** The current state (deep-frozen). */
@@ -360,8 +380,8 @@ export class StateStore {
 
   /**
    * Change the state: `mutator` edits a mutable copy (or returns a replacement). The result is
-   * validated (STATE_ERR_INVALID, nothing written) and saved atomically, state.json's previous
-   * content going to state.prev.json first. Updates run one at a time, in call order; each sees
+   * validated (STATE_ERR_INVALID, nothing written) and saved atomically, then mirrored to
+   * state.prev.json (the last good copy). Updates run one at a time, in call order; each sees
    * the result of the one before. A failed update does not stop the ones queued after it.
    */
   update(mutator: (draft: DeviceState) => void | DeviceState): Promise<Readonly<DeviceState>> {
@@ -375,12 +395,13 @@ export class StateStore {
       }
       if (canonicalJson(state) === canonicalJson(this.current)) return this.current;
       const text = encodeEnvelope(state, new Date(this.clock.wallMs()).toISOString());
-      await io(`write ${this.previousFile}`, () =>
-        writeFileAtomic(this.previousFile, this.currentText, { mode: FILE_MODE }),
-      );
+      // state.json first, then its mirror: a cut between the two leaves state.json new and the
+      // mirror one step behind, both whole; the loader prefers state.json.
       await io(`write ${this.file}`, () => writeFileAtomic(this.file, text, { mode: FILE_MODE }));
+      await io(`write ${this.previousFile}`, () =>
+        writeFileAtomic(this.previousFile, text, { mode: FILE_MODE }),
+      );
       this.current = deepFreeze(state);
-      this.currentText = text;
       this.logger.debug('state_saved', { file: this.file });
       return this.current;
     };

@@ -176,8 +176,8 @@ t.test('tshark decodes the announcements', { skip: !haveCommand('tshark') && 'ts
   const cap = spawn(
     'tshark',
     ['-i', 'lo', '-l', '-a', 'duration:4', '-f', 'udp and dst host 224.0.23.175 and dst port 2467 and src host 127.0.0.23',
-      '-d', 'udp.port==2467,xml', '-T', 'fields', '-E', 'separator=|',
-      '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.srcport', '-e', 'udp.dstport', '-e', 'ip.ttl', '-e', '_ws.malformed', '-e', 'xml.tag', '-e', 'udp.payload'],
+      '-T', 'fields', '-E', 'separator=|',
+      '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.srcport', '-e', 'udp.dstport', '-e', 'ip.ttl', '-e', '_ws.malformed', '-e', '_ws.expert', '-e', 'udp.length', '-e', 'udp.payload'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -194,15 +194,18 @@ t.test('tshark decodes the announcements', { skip: !haveCommand('tshark') && 'ts
   await p.stop();
   const rows = out.trim().split('\n').filter(Boolean).map((l) => l.split('|'));
   t.ok(rows.length >= 2, `captured ${rows.length} announcements (tshark: ${err.trim().split('\n').pop()})`);
-  for (const [src, dst, sport, dport, ttl, malformed, tags, payload] of rows) {
+  for (const [src, dst, sport, dport, ttl, malformed, expert, udpLength, payload] of rows) {
     t.equal(src, '127.0.0.23');
     t.equal(dst, GROUP);
     t.equal(sport, '6504');
     t.equal(dport, '2467');
     t.equal(ttl, '1', 'default TTL 1');
     t.equal(malformed, '', 'tshark finds nothing malformed');
-    t.match(tags ?? '', /<QDP>/, 'the XML dissector parses it');
-    const pkt = decodeQdp(Buffer.from(payload ?? '', 'hex'));
+    t.equal(expert, '', 'and raises no expert warning');
+    const bytes = Buffer.from(payload ?? '', 'hex');
+    t.equal(Number(udpLength), bytes.length + 8, 'UDP length matches the payload');
+    t.match(bytes.toString('utf8'), /^<QDP><device><name>/);
+    const pkt = decodeQdp(bytes);
     t.equal(pkt.device?.name, name);
   }
 });

@@ -32,7 +32,7 @@ async function openStore(dir: string) {
   return { store, logger, clock };
 }
 
-/** A populated store in `dir` with two saves, so state.json and state.prev.json are both good. */
+/** A populated store in `dir` with two saves; state.json and its mirror state.prev.json are both good. */
 async function populated(dir: string) {
   const { store } = await openStore(dir);
   await store.update((s) => {
@@ -56,7 +56,8 @@ t.test('first start: defaults, state_initialised, directory 0700, file 0600', as
   );
   t.equal(statSync(dir).mode & 0o777, 0o700);
   t.equal(statSync(join(dir, 'state.json')).mode & 0o777, 0o600);
-  t.same(readdirSync(dir), ['state.json']);
+  t.same(readdirSync(dir).sort(), ['state.json', 'state.prev.json'], 'the state and its mirror');
+  t.equal(readFileSync(join(dir, 'state.prev.json'), 'utf8'), readFileSync(join(dir, 'state.json'), 'utf8'));
   const env = readJson(join(dir, 'state.json'));
   t.match(env, { format: 'qperiph-state', version: 1, savedAt: '2026-03-04T05:06:07.890Z' });
   t.equal(env.sha256, sha(canonicalJson(env.data)));
@@ -73,9 +74,11 @@ t.test('round trip, previous copy, no temp files left', async (t) => {
   const onDisk = readJson(join(dir, 'state.json'));
   t.equal(onDisk.sha256, sha(canonicalJson(onDisk.data)));
   t.equal(onDisk.data.settings.qdpTtl, 4);
-  const prev = readJson(join(dir, 'state.prev.json'));
-  t.equal(prev.data.name, 'second-name', 'state.prev.json holds the state before the last save');
-  t.equal(prev.data.design, null);
+  t.equal(
+    readFileSync(join(dir, 'state.prev.json'), 'utf8'),
+    readFileSync(join(dir, 'state.json'), 'utf8'),
+    'state.prev.json mirrors the last good save',
+  );
 
   const { store: again, logger } = await openStore(dir);
   t.same(again.get(), {
@@ -108,8 +111,8 @@ t.test('truncated state.json: previous copy used, damaged file kept, one warning
   writeFileSync(join(dir, 'state.json'), truncated);
 
   const { store, logger } = await openStore(dir);
-  t.equal(store.get().name, 'first-name', 'the previous good state');
-  t.same(store.get().trustedCores, []);
+  t.equal(store.get().name, 'second-name', 'the last good state, nothing lost');
+  t.same(store.get().trustedCores, [core('core-1', FP_A)]);
   const warns = logger.records.filter((r) => r.level === 'warn');
   t.equal(warns.length, 1);
   t.match(warns[0], {
@@ -123,7 +126,7 @@ t.test('truncated state.json: previous copy used, damaged file kept, one warning
   t.equal(warns[0]!['movedTo'], join(dir, moved));
   t.equal(readFileSync(join(dir, moved), 'utf8'), truncated, 'the damaged file is kept, byte for byte');
   t.same(readdirSync(dir).sort(), ['state.json', moved, 'state.prev.json']);
-  t.equal(readJson(join(dir, 'state.json')).data.name, 'first-name', 'state.json restored from the copy');
+  t.equal(readJson(join(dir, 'state.json')).data.name, 'second-name', 'state.json restored from the copy');
 
   // A second corruption at the same (fake) time never overwrites the first moved-aside file.
   writeFileSync(join(dir, 'state.json'), '');
@@ -160,7 +163,7 @@ t.test('checksum mismatch and wrong shapes are detected', async (t) => {
     const { store, logger } = await openStore(dir);
     const rec = logger.records.find((r) => r.event === 'state_recovered');
     t.match(rec, { level: 'warn', reason, usedCopy: 'previous' }, label);
-    t.equal(store.get().name, 'first-name', label);
+    t.equal(store.get().name, 'second-name', label);
   }
   const corrupt = readdirSync(dir).filter((f) => f.startsWith('state.json.corrupt-'));
   t.equal(corrupt.length, variants.length, 'every damaged file was kept');
@@ -184,6 +187,7 @@ t.test('both files damaged: defaults, both kept, one warning', async (t) => {
   t.same(readdirSync(dir).sort(), [
     'state.json',
     'state.json.corrupt-2026-03-04T05-06-07-890Z',
+    'state.prev.json',
     'state.prev.json.corrupt-2026-03-04T05-06-07-890Z',
   ]);
   t.same(readJson(join(dir, 'state.json')).data, defaultDeviceState(), 'defaults written back');
@@ -192,7 +196,7 @@ t.test('both files damaged: defaults, both kept, one warning', async (t) => {
   await populated(missing);
   rmSync(join(missing, 'state.json'));
   const reopened = await openStore(missing);
-  t.equal(reopened.store.get().name, 'first-name', 'state.json deleted: the previous copy is used');
+  t.equal(reopened.store.get().name, 'second-name', 'state.json deleted: the last good copy is used');
   t.match(reopened.logger.records, [
     { event: 'state_recovered', reason: 'file missing', usedCopy: 'previous' },
   ]);
@@ -236,6 +240,27 @@ t.test('missing settings keys get defaults, unknown keys are kept', async (t) =>
   t.equal(saved.settings.httpRedirectOnly, false, 'filled defaults are written');
 });
 
+t.test('a damaged or missing mirror is repaired from a good state.json', async (t) => {
+  const dir = t.testdir();
+  await populated(dir);
+  const good = readFileSync(join(dir, 'state.json'), 'utf8');
+  writeFileSync(join(dir, 'state.prev.json'), good.slice(0, 10));
+  const { store, logger } = await openStore(dir);
+  t.equal(store.get().name, 'second-name');
+  t.match(
+    logger.records.find((r) => r.event === 'state_mirror_repaired'),
+    { level: 'warn', reason: /truncated/ },
+  );
+  t.equal(readFileSync(join(dir, 'state.prev.json'), 'utf8'), good, 'mirror rewritten');
+  t.ok(
+    readdirSync(dir).some((f) => f.startsWith('state.prev.json.corrupt-')),
+    'the damaged mirror is kept',
+  );
+  rmSync(join(dir, 'state.prev.json'));
+  await openStore(dir);
+  t.equal(readFileSync(join(dir, 'state.prev.json'), 'utf8'), good, 'a missing mirror is written again');
+});
+
 t.test('updates: serialised in call order, validated, frozen results', async (t) => {
   const dir = t.testdir();
   const { store } = await openStore(dir);
@@ -256,7 +281,7 @@ t.test('updates: serialised in call order, validated, frozen results', async (t)
     [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
   );
   t.equal(readJson(join(dir, 'state.json')).data.settings.qdpTtl, 12);
-  t.equal(readJson(join(dir, 'state.prev.json')).data.settings.qdpTtl, 11);
+  t.equal(readJson(join(dir, 'state.prev.json')).data.settings.qdpTtl, 12, 'the mirror follows');
 
   const current = store.get();
   t.ok(
