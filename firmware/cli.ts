@@ -14,7 +14,7 @@ import { createJsonLogger, silentLogger } from './log/logger.js';
 import { startPeripheral, type RunningPeripheral } from './main.js';
 import { createNodeDatagramBinding } from './net/datagram-binding.js';
 import { allIpv4Addresses, resolveLanAddress, systemInterfaceLister } from './net/interfaces.js';
-import { packageRoot, packageVersion } from './paths.js';
+import { findProjectRoot, packageVersion } from './paths.js';
 import { discover, formatDeviceTable } from './qdp/discovery.js';
 
 class UsageError extends QperiphError {
@@ -79,7 +79,12 @@ Exit code 0 when valid, 2 otherwise.
 
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
   try {
-    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    return parseArgs({
+      args: argv,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -88,7 +93,7 @@ function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[]
 function defaultBoard(env: NodeJS.ProcessEnv): string {
   if (env['QPERIPH_BOARD']) return env['QPERIPH_BOARD'];
   if (existsSync('/etc/qperiph/board.json')) return '/etc/qperiph/board.json';
-  return path.join(packageRoot(), 'board-configs', 'virtual.json');
+  return path.join(findProjectRoot(env), 'board-configs', 'virtual.json');
 }
 
 async function cmdStart(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -104,10 +109,12 @@ async function cmdStart(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
     return 0;
   }
   const boardFile = (values.board as string | undefined) ?? defaultBoard(env);
-  let stateDir = (values['state-dir'] as string | undefined) ?? env['STATE_DIRECTORY'] ?? env['QPERIPH_STATE_DIR'];
+  let stateDir =
+    (values['state-dir'] as string | undefined) ?? env['STATE_DIRECTORY'] ?? env['QPERIPH_STATE_DIR'];
   if (!stateDir) stateDir = path.join('.state', path.basename(boardFile, '.json'));
   const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
-  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 1 && ttl <= 255)) throw new UsageError('--ttl must be 1..255');
+  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 1 && ttl <= 255))
+    throw new UsageError('--ttl must be 1..255');
 
   let running: RunningPeripheral | null = null;
   let exiting = false;
@@ -149,7 +156,8 @@ async function cmdDiscover(argv: string[]): Promise<number> {
     return 0;
   }
   const timeout = values.timeout === undefined ? 2 : Number(values.timeout);
-  if (!(timeout > 0 && timeout <= 3600)) throw new UsageError('--timeout must be a number of seconds in (0, 3600]');
+  if (!(timeout > 0 && timeout <= 3600))
+    throw new UsageError('--timeout must be a number of seconds in (0, 3600]');
   const ttl = values.ttl === undefined ? 1 : Number(values.ttl);
   if (!(Number.isInteger(ttl) && ttl >= 1 && ttl <= 255)) throw new UsageError('--ttl must be 1..255');
   const addresses = new Set<string>((values.address as string[] | undefined) ?? []);
@@ -170,7 +178,9 @@ async function cmdDiscover(argv: string[]): Promise<number> {
   });
   for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
   if (values.json) {
-    process.stdout.write(JSON.stringify({ devices: result.devices, dropped: result.dropped }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify({ devices: result.devices, dropped: result.dropped }, null, 2) + '\n',
+    );
   } else if (result.devices.length === 0) {
     process.stdout.write(`no QDP devices heard in ${timeout} s on ${[...addresses].join(', ')}\n`);
   } else {
@@ -186,7 +196,9 @@ function cmdBoard(argv: string[]): number {
     return values.help ? 0 : 2;
   }
   const board = loadBoardConfig(positionals[1]);
-  process.stdout.write(values.json ? JSON.stringify(board, null, 2) + '\n' : `${positionals[1]}: valid (${board.model})\n`);
+  process.stdout.write(
+    values.json ? JSON.stringify(board, null, 2) + '\n' : `${positionals[1]}: valid (${board.model})\n`,
+  );
   return 0;
 }
 
@@ -231,7 +243,9 @@ function reportError(err: unknown): number {
 
 function isMainModule(): boolean {
   try {
-    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+    return (
+      !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+    );
   } catch {
     return false;
   }

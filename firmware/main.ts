@@ -49,7 +49,8 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   const env = options.env ?? process.env;
   const clock = options.clock ?? createSystemClock();
   const t0 = clock.monotonicMs();
-  const logger = options.logger ?? createJsonLogger({ level: env['QPERIPH_LOG_LEVEL'] === 'debug' ? 'debug' : 'info' });
+  const logger =
+    options.logger ?? createJsonLogger({ level: env['QPERIPH_LOG_LEVEL'] === 'debug' ? 'debug' : 'info' });
   const log = logger.child({ module: 'main' });
   log.info('starting', { version: packageVersion(), pid: process.pid, node: process.version });
 
@@ -109,13 +110,15 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     lans,
     describe,
     ttl: options.qdpTtl ?? state.get().settings.qdpTtl,
+    spinLeadMs: 2,
     onAnnounced: ({ lan, atMs }) => {
       if (firstAnnounceLogged) return;
       firstAnnounceLogged = true;
       log.info('qdp_first_announce', { lan, sinceStartMs: Math.round((atMs - t0) * 10) / 10 });
     },
     onCoreEvent: (ev) => {
-      if (ev.event === 'core_discovered') void notifier.status(`announcing as ${deviceName}; heard Core ${ev.core.name}`);
+      if (ev.event === 'core_discovered')
+        void notifier.status(`announcing as ${deviceName}; heard Core ${ev.core.name}`);
     },
   });
   await qdp.start();
@@ -140,7 +143,13 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   const interval = watchdogIntervalMs(env);
   let pinger: WatchdogPinger | null = null;
   if (interval !== null) {
-    pinger = new WatchdogPinger({ notifier, clock, intervalMs: interval, healthCheck: () => health.evaluate(), logger });
+    pinger = new WatchdogPinger({
+      notifier,
+      clock,
+      intervalMs: interval,
+      healthCheck: () => health.evaluate(),
+      logger,
+    });
     pinger.start();
     log.info('watchdog_enabled', { intervalMs: interval });
   }

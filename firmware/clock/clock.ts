@@ -23,10 +23,13 @@ export function createSystemClock(): ClockSource {
     wallMs: () => Date.now(),
     setTimeout(fn, delayMs) {
       const id = next++;
-      const t = setTimeout(() => {
-        timers.delete(id);
-        fn();
-      }, Math.max(0, delayMs));
+      const t = setTimeout(
+        () => {
+          timers.delete(id);
+          fn();
+        },
+        Math.max(0, delayMs),
+      );
       timers.set(id, t);
       return { id };
     },

@@ -5,12 +5,12 @@
  * express, report every problem with its JSON Pointer path, and hand back a
  * deep-frozen copy. Nothing downstream re-checks the board config.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { QperiphError } from '../errors.js';
+import { findProjectRoot } from '../paths.js';
 import type { BoardConfig } from './board-types.js';
 
 /** One problem found in a config, located by a JSON Pointer ('' is the whole document). */
@@ -63,39 +63,7 @@ export class ConfigJsonError extends QperiphError {
 
 const SCHEMA_RELATIVE_PATH = join('board-configs', 'board.schema.json');
 
-/**
- * The project root: `QPERIPH_ROOT` when set (it must hold board-configs/board.schema.json),
- * else the first directory above this module that does (works from the TypeScript sources
- * and from dist/ alike).
- */
-export function findProjectRoot(
-  env: NodeJS.ProcessEnv = process.env,
-  startUrl: string = import.meta.url,
-): string {
-  const fromEnv = env['QPERIPH_ROOT'];
-  if (fromEnv) {
-    const root = resolve(fromEnv);
-    if (!existsSync(join(root, SCHEMA_RELATIVE_PATH))) {
-      throw new QperiphError(
-        'CONFIG_ERR_SCHEMA',
-        `QPERIPH_ROOT=${fromEnv} does not contain ${SCHEMA_RELATIVE_PATH}`,
-      );
-    }
-    return root;
-  }
-  let dir = dirname(fileURLToPath(startUrl));
-  for (;;) {
-    if (existsSync(join(dir, SCHEMA_RELATIVE_PATH))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) {
-      throw new QperiphError(
-        'CONFIG_ERR_SCHEMA',
-        `No ${SCHEMA_RELATIVE_PATH} found above ${fileURLToPath(startUrl)}; set QPERIPH_ROOT`,
-      );
-    }
-    dir = parent;
-  }
-}
+export { findProjectRoot };
 
 let validator: ValidateFunction | undefined;
 

@@ -46,7 +46,8 @@ class FakeSocket implements DatagramSocket {
     for (const s of this.net.sockets) {
       if (s === this || s.closed || !s.bound || s.bound.port !== actualPort) continue;
       const overlap = s.bound.address === address || s.bound.address === '0.0.0.0' || address === '0.0.0.0';
-      if (overlap && !(s.reuseAddr && this.reuseAddr)) throw osError('EADDRINUSE', `${address}:${actualPort}`);
+      if (overlap && !(s.reuseAddr && this.reuseAddr))
+        throw osError('EADDRINUSE', `${address}:${actualPort}`);
     }
     this.bound = { address, port: actualPort };
   }

@@ -14,7 +14,12 @@ export interface ScheduleStep {
   missed: number;
 }
 
-export function scheduleStep(anchorMs: number, periodMs: number, lastIndex: number, nowMs: number): ScheduleStep {
+export function scheduleStep(
+  anchorMs: number,
+  periodMs: number,
+  lastIndex: number,
+  nowMs: number,
+): ScheduleStep {
   if (!(periodMs > 0)) throw new RangeError('period must be positive');
   const due = Math.max(lastIndex + 1, Math.floor((nowMs - anchorMs) / periodMs));
   const index = Math.max(due, 0);

@@ -41,7 +41,10 @@ export interface DiscoverResult {
   warnings: string[];
 }
 
-export const DEFAULT_DISCOVERY_QUERIES: readonly string[] = Object.freeze(['device.ioframe*', 'device.core*']);
+export const DEFAULT_DISCOVERY_QUERIES: readonly string[] = Object.freeze([
+  'device.ioframe*',
+  'device.core*',
+]);
 
 export async function discover(options: DiscoverOptions): Promise<DiscoverResult> {
   const { binding, clock } = options;
@@ -124,7 +127,9 @@ export async function discover(options: DiscoverOptions): Promise<DiscoverResult
     }
   }
 
-  const queries = (options.queries ?? DEFAULT_DISCOVERY_QUERIES).map((ref) => encodeQdp({ queryRefs: [ref] }));
+  const queries = (options.queries ?? DEFAULT_DISCOVERY_QUERIES).map((ref) =>
+    encodeQdp({ queryRefs: [ref] }),
+  );
   const sendQueries = async (): Promise<void> => {
     for (const q of queriers) {
       for (const port of options.queryPorts ?? QDP_LISTEN_PORTS) {
@@ -160,7 +165,18 @@ export async function discover(options: DiscoverOptions): Promise<DiscoverResult
 
 /** A plain-text table for people. */
 export function formatDeviceTable(devices: DiscoveredDevice[]): string {
-  const header = ['NAME', 'TYPE', 'PART NUMBER', 'PLATFORM', 'LAN A', 'LAN B', 'DESIGN', 'SECURE', 'FROM', 'HEARD'];
+  const header = [
+    'NAME',
+    'TYPE',
+    'PART NUMBER',
+    'PLATFORM',
+    'LAN A',
+    'LAN B',
+    'DESIGN',
+    'SECURE',
+    'FROM',
+    'HEARD',
+  ];
   const rows = devices.map((d) => [
     d.device.name,
     d.device.type,

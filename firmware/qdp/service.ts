@@ -51,6 +51,12 @@ export interface QdpServiceOptions {
   group?: string;
   /** Answers allowed per second (token bucket), against query floods. */
   maxAnswersPerSecond?: number;
+  /**
+   * Wake this many ms before each grid point and spin the rest, so timer
+   * granularity does not show up as announce jitter (≤ 0.2% of a core at 2 ms).
+   * 0 (the default) for virtual-time tests.
+   */
+  spinLeadMs?: number;
   /** Called after each announcement was handed to the OS (benchmarks, health). */
   onAnnounced?: (info: { lan: LanId; atMs: number; index: number }) => void;
   onCoreEvent?: (event: CoreEvent) => void;
@@ -99,6 +105,7 @@ export class QdpService {
   private rescanTimer: TimerHandle | null = null;
   private anchorMs = 0;
   private lastIndex = -1;
+  private dueAt: number | null = null;
   private running = false;
   private tokens: number;
   private tokensAtMs = 0;
@@ -114,6 +121,7 @@ export class QdpService {
       announcePort: QDP_ANNOUNCE_PORT,
       group: QDP_MULTICAST_GROUP,
       maxAnswersPerSecond: 50,
+      spinLeadMs: 0,
       ...options,
     };
     this.log = options.logger.child({ module: 'qdp' });
@@ -148,6 +156,7 @@ export class QdpService {
     await this.rescan();
     this.anchorMs = this.o.clock.monotonicMs();
     this.lastIndex = -1;
+    this.dueAt = null;
     this.tick();
     this.scheduleRescan();
   }
@@ -228,6 +237,14 @@ export class QdpService {
 
   private tick(): void {
     if (!this.running) return;
+    const lead = this.o.spinLeadMs;
+    if (lead > 0 && this.dueAt !== null) {
+      // Bounded by real time, so a clock that does not move cannot hang us here.
+      const limit = performance.now() + lead + 1;
+      while (this.o.clock.monotonicMs() < this.dueAt && performance.now() < limit) {
+        /* spin to the grid point */
+      }
+    }
     const now = this.o.clock.monotonicMs();
     const step = scheduleStep(this.anchorMs, this.o.periodMs, this.lastIndex, now);
     if (step.missed > 0) {
@@ -236,7 +253,8 @@ export class QdpService {
     }
     this.lastIndex = step.index;
     void this.sendAnnouncement(step.index);
-    this.announceTimer = this.o.clock.setTimeout(() => this.tick(), step.nextAt - now);
+    this.dueAt = step.nextAt;
+    this.announceTimer = this.o.clock.setTimeout(() => this.tick(), step.nextAt - now - lead);
   }
 
   private async sendAnnouncement(index: number): Promise<void> {
@@ -258,14 +276,25 @@ export class QdpService {
         this.lastAnnounceMs = atMs;
         if (link.failing) {
           link.failing = false;
-          this.log.info('state', { lan: link.id, from: 'failing', to: 'announcing', cause: 'send succeeded' });
+          this.log.info('state', {
+            lan: link.id,
+            from: 'failing',
+            to: 'announcing',
+            cause: 'send succeeded',
+          });
         }
         this.o.onAnnounced?.({ lan: link.id, atMs, index });
       } catch (err) {
         this.counters.announceErrors++;
         if (!link.failing) {
           link.failing = true;
-          this.log.warn('state', { lan: link.id, from: 'announcing', to: 'failing', cause: 'send failed', err });
+          this.log.warn('state', {
+            lan: link.id,
+            from: 'announcing',
+            to: 'failing',
+            cause: 'send failed',
+            err,
+          });
         }
       }
     }

@@ -30,7 +30,10 @@ export class CliProcess {
     const prefix = options.prefix ?? [];
     const cmd = prefix.length ? prefix[0]! : process.execPath;
     const argv = prefix.length ? [...prefix.slice(1), process.execPath, CLI, ...args] : [CLI, ...args];
-    this.child = spawn(cmd, argv, { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(cmd, argv, {
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let partial = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       const text = chunk.toString('utf8');
@@ -71,10 +74,15 @@ export class CliProcess {
       const hit = this.records.find(pred);
       if (hit) return hit;
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(`process exited (${this.child.exitCode ?? this.child.signalCode}) before the record.\nstderr: ${this.stderr}\nstdout: ${this.stdout.slice(-2000)}`);
+        throw new Error(
+          `process exited (${this.child.exitCode ?? this.child.signalCode}) before the record.\nstderr: ${this.stderr}\nstdout: ${this.stdout.slice(-2000)}`,
+        );
       }
       const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out waiting for a log record; stdout so far:\n${this.stdout.slice(-2000)}\nstderr: ${this.stderr}`);
+      if (left <= 0)
+        throw new Error(
+          `timed out waiting for a log record; stdout so far:\n${this.stdout.slice(-2000)}\nstderr: ${this.stderr}`,
+        );
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.waiters.push(() => {

@@ -34,7 +34,17 @@ t.test('start -> announce -> discover -> query -> stop', async (t) => {
 
   const name = `it-loop-${suffix}`;
   const p = new CliProcess(
-    ['start', '--board', BOARD, '--state-dir', path.join(dir, 'state'), '--address', '127.0.0.21', '--name', name],
+    [
+      'start',
+      '--board',
+      BOARD,
+      '--state-dir',
+      path.join(dir, 'state'),
+      '--address',
+      '127.0.0.21',
+      '--name',
+      name,
+    ],
     { env: { NOTIFY_SOCKET: sockPath, WATCHDOG_USEC: '1000000' } },
   );
   t.teardown(() => p.stop('SIGKILL'));
@@ -48,9 +58,15 @@ t.test('start -> announce -> discover -> query -> stop', async (t) => {
   // discover lists it, within 1.1 s
   const d = await runCli(['discover', '--timeout', '1.1', '--json']);
   t.equal(d.code, 0, d.stderr);
-  const found = (JSON.parse(d.stdout) as { devices: Array<{ device: { name: string; lanAIp: string; type: string; partNumber: string; ref: string }; firstHeardAfterMs: number; from: { port: number } }> }).devices.find(
-    (x) => x.device.name === name,
-  );
+  const found = (
+    JSON.parse(d.stdout) as {
+      devices: Array<{
+        device: { name: string; lanAIp: string; type: string; partNumber: string; ref: string };
+        firstHeardAfterMs: number;
+        from: { port: number };
+      }>;
+    }
+  ).devices.find((x) => x.device.name === name);
   t.ok(found, 'discover lists the peripheral');
   t.equal(found?.device.type, 'ioframe');
   t.equal(found?.device.lanAIp, '127.0.0.21');
@@ -99,7 +115,10 @@ t.test('start -> announce -> discover -> query -> stop', async (t) => {
   const stopped = await p.stop('SIGTERM');
   t.equal(stopped.code, 0, 'clean exit on SIGTERM');
   t.ok(stopped.ms < 2000, `stopped in ${Math.round(stopped.ms)} ms`);
-  t.ok(messages.some((m) => m.text.split('\n').includes('STOPPING=1')), 'STOPPING=1 sent');
+  t.ok(
+    messages.some((m) => m.text.split('\n').includes('STOPPING=1')),
+    'STOPPING=1 sent',
+  );
   t.ok(p.records.some((r) => r.event === 'stopped'));
   for (const line of p.stdout.trim().split('\n')) {
     t.doesNotThrow(() => JSON.parse(line), 'every stdout line is a JSON record');
@@ -166,18 +185,48 @@ t.test('--help everywhere', async (t) => {
   t.equal(unknown.code, 2);
 });
 
-t.test('tshark decodes the announcements', { skip: !haveCommand('tshark') && 'tshark not installed (scripts/install-test-deps.sh)' }, async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.skip('capturing on lo needs root');
-    return;
-  }
+const tsharkSkip = !haveCommand('tshark')
+  ? 'tshark not installed (scripts/install-test-deps.sh)'
+  : process.getuid?.() !== 0
+    ? 'capturing on lo needs root'
+    : false;
+
+t.test('tshark decodes the announcements', { skip: tsharkSkip }, async (t) => {
   const dir = tmp();
   const name = `it-tshark-${suffix}`;
   const cap = spawn(
     'tshark',
-    ['-i', 'lo', '-l', '-a', 'duration:4', '-f', 'udp and dst host 224.0.23.175 and dst port 2467 and src host 127.0.0.23',
-      '-T', 'fields', '-E', 'separator=|',
-      '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.srcport', '-e', 'udp.dstport', '-e', 'ip.ttl', '-e', '_ws.malformed', '-e', '_ws.expert', '-e', 'udp.length', '-e', 'udp.payload'],
+    [
+      '-i',
+      'lo',
+      '-l',
+      '-a',
+      'duration:4',
+      '-f',
+      'udp and dst host 224.0.23.175 and dst port 2467 and src host 127.0.0.23',
+      '-T',
+      'fields',
+      '-E',
+      'separator=|',
+      '-e',
+      'ip.src',
+      '-e',
+      'ip.dst',
+      '-e',
+      'udp.srcport',
+      '-e',
+      'udp.dstport',
+      '-e',
+      'ip.ttl',
+      '-e',
+      '_ws.malformed',
+      '-e',
+      '_ws.expert',
+      '-e',
+      'udp.length',
+      '-e',
+      'udp.payload',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -188,11 +237,25 @@ t.test('tshark decodes the announcements', { skip: !haveCommand('tshark') && 'ts
   // tshark needs a moment before it captures
   const deadline = Date.now() + 5000;
   while (!/Capturing on/.test(err) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  const p = new CliProcess(['start', '--board', BOARD, '--state-dir', path.join(dir, 's'), '--address', '127.0.0.23', '--name', name]);
+  const p = new CliProcess([
+    'start',
+    '--board',
+    BOARD,
+    '--state-dir',
+    path.join(dir, 's'),
+    '--address',
+    '127.0.0.23',
+    '--name',
+    name,
+  ]);
   t.teardown(() => p.stop('SIGKILL'));
   await capDone;
   await p.stop();
-  const rows = out.trim().split('\n').filter(Boolean).map((l) => l.split('|'));
+  const rows = out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('|'));
   t.ok(rows.length >= 2, `captured ${rows.length} announcements (tshark: ${err.trim().split('\n').pop()})`);
   for (const [src, dst, sport, dport, ttl, malformed, expert, udpLength, payload] of rows) {
     t.equal(src, '127.0.0.23');

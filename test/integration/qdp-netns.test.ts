@@ -51,16 +51,22 @@ t.test('two hosts over a veth pair', { skip }, async (t) => {
   ip('-n', nsB, 'route', 'add', '224.0.0.0/4', 'dev', vB);
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'qperiph-ns-'));
-  const board = JSON.parse(readFileSync(path.join(ROOT, 'board-configs', 'virtual.json'), 'utf8')) as Record<string, any>;
+  const board = JSON.parse(readFileSync(path.join(ROOT, 'board-configs', 'virtual.json'), 'utf8')) as Record<
+    string,
+    any
+  >;
   board['id'] = 'netns-test';
   board['network']['lanA'] = { interface: vA };
   const boardFile = path.join(dir, 'board.json');
   writeFileSync(boardFile, JSON.stringify(board));
 
   const name = `it-ns-${id}`;
-  const p = new CliProcess(['start', '--board', boardFile, '--state-dir', path.join(dir, 'state'), '--name', name], {
-    prefix: ['ip', 'netns', 'exec', nsA],
-  });
+  const p = new CliProcess(
+    ['start', '--board', boardFile, '--state-dir', path.join(dir, 'state'), '--name', name],
+    {
+      prefix: ['ip', 'netns', 'exec', nsA],
+    },
+  );
   t.teardown(() => p.stop('SIGKILL'));
   const ready = await p.waitFor((r) => r.event === 'ready');
   t.equal(ready['lanA'], null, 'no address on LAN A yet');
@@ -74,9 +80,16 @@ t.test('two hosts over a veth pair', { skip }, async (t) => {
     prefix: ['ip', 'netns', 'exec', nsB],
   });
   t.equal(d.code, 0, d.stderr);
-  const devices = (JSON.parse(d.stdout) as { devices: Array<{ device: { name: string; lanAIp: string }; from: { address: string; port: number } }> }).devices;
+  const devices = (
+    JSON.parse(d.stdout) as {
+      devices: Array<{ device: { name: string; lanAIp: string }; from: { address: string; port: number } }>;
+    }
+  ).devices;
   const found = devices.find((x) => x.device.name === name);
-  t.ok(found, `host B discovers the peripheral on host A (heard: ${devices.map((x) => x.device.name).join(', ')})`);
+  t.ok(
+    found,
+    `host B discovers the peripheral on host A (heard: ${devices.map((x) => x.device.name).join(', ')})`,
+  );
   t.equal(found?.device.lanAIp, '192.0.2.1');
   t.same(found?.from, { address: '192.0.2.1', port: 6504 }, 'from port 6504 of host A');
 
@@ -88,9 +101,9 @@ t.test('two hosts over a veth pair', { skip }, async (t) => {
   const d2 = await runCli(['discover', '--interface', vB, '--timeout', '1.1', '--json'], {
     prefix: ['ip', 'netns', 'exec', nsB],
   });
-  const again = (JSON.parse(d2.stdout) as { devices: Array<{ device: { name: string; lanAIp: string } }> }).devices.find(
-    (x) => x.device.name === name,
-  );
+  const again = (
+    JSON.parse(d2.stdout) as { devices: Array<{ device: { name: string; lanAIp: string } }> }
+  ).devices.find((x) => x.device.name === name);
   t.equal(again?.device.lanAIp, '192.0.2.7', 'announces the new address');
   const stopped = await p.stop();
   t.equal(stopped.code, 0);
