@@ -28,8 +28,10 @@ const MAIN_HELP = `qperiph ${packageVersion()}: a Q-SYS-style networked audio an
 Usage: qperiph <command> [options]
 
 Commands:
-  start      run the peripheral (announces itself by QDP, answers queries)
+  start      run the peripheral (QDP, control link, Peripheral Manager, I/O)
   discover   list every QDP device heard (qperiph peripherals and real Q-SYS gear)
+  control    call a method on a peripheral's control link (TCP 1700)
+  manager    run the Peripheral Manager alone, show the certificate, reset the password
   board      check a board configuration file
   version    print the version
 
@@ -50,6 +52,9 @@ Options:
   --address IP      LAN A address override, e.g. 127.0.0.5 for a bench of
                     several virtual peripherals on one machine
   --ttl N           QDP multicast TTL for this run (default: stored setting)
+  --control-port N  control link port (default 1700)
+  --http-port N     Peripheral Manager HTTP port (default 80; virtual board 8080)
+  --https-port N    Peripheral Manager HTTPS port (default 443; virtual board 8443)
   -h, --help        this help
 `;
 
@@ -103,6 +108,9 @@ async function cmdStart(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
     name: { type: 'string' },
     address: { type: 'string' },
     ttl: { type: 'string' },
+    'control-port': { type: 'string' },
+    'http-port': { type: 'string' },
+    'https-port': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(START_HELP);
@@ -115,6 +123,16 @@ async function cmdStart(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
   const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
   if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 1 && ttl <= 255))
     throw new UsageError('--ttl must be 1..255');
+  const port = (flag: string): number | undefined => {
+    const v = (values as Record<string, unknown>)[flag];
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!(Number.isInteger(n) && n >= 0 && n <= 65535)) throw new UsageError(`--${flag} must be 0..65535`);
+    return n;
+  };
+  const controlPort = port('control-port');
+  const httpPort = port('http-port');
+  const httpsPort = port('https-port');
 
   let running: RunningPeripheral | null = null;
   let exiting = false;
@@ -136,6 +154,9 @@ async function cmdStart(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
     name: values.name as string | undefined,
     address: values.address as string | undefined,
     qdpTtl: ttl,
+    controlPort,
+    httpPort,
+    httpsPort,
     env,
   });
   if (exiting) await running.stop('signal during start');
@@ -211,6 +232,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       return cmdDiscover(rest);
     case 'board':
       return cmdBoard(rest);
+    case 'control':
+      return (await import('./control/cli.js')).runControlCli(rest, env);
+    case 'manager':
+      return (await import('./peripheral-manager/cli.js')).runPeripheralManagerCli(rest, env);
     case 'version':
     case '--version':
       process.stdout.write(`${packageVersion()}\n`);

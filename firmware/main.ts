@@ -12,7 +12,16 @@ import { defaultDeviceName } from './device-name.js';
 import { createJsonLogger, type Logger } from './log/logger.js';
 import { createNodeDatagramBinding, type DatagramBinding } from './net/datagram-binding.js';
 import { resolveLanAddress, systemInterfaceLister, type InterfaceLister } from './net/interfaces.js';
+import { join } from 'node:path';
+import { ControlRegistry } from './control/registry.js';
+import { ControlService } from './control/service.js';
+import { GpioService } from './io/gpio-service.js';
+import { createGpioBinding, createSerialBinding } from './io/select.js';
+import { SerialBridge } from './io/serial-bridge.js';
 import { packageVersion } from './paths.js';
+import { createDemoMeters } from './peripheral-manager/demo-meters.js';
+import { PeripheralManager } from './peripheral-manager/index.js';
+import { DeviceIdentity } from './pki/index.js';
 import { deviceRef, controlRef } from './qdp/qdp-query.js';
 import { QdpService, type QdpSelfDescription } from './qdp/service.js';
 import { HealthRegistry, eventLoopLagCheck } from './systemd/health.js';
@@ -28,6 +37,11 @@ export interface StartOptions {
   address?: string;
   /** Override the QDP multicast TTL for this run. */
   qdpTtl?: number;
+  /** Control link port (default 1700). */
+  controlPort?: number;
+  /** Peripheral Manager ports (default 80/443; the virtual board 8080/8443). */
+  httpPort?: number;
+  httpsPort?: number;
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
   clock?: ClockSource;
@@ -40,6 +54,8 @@ export interface RunningPeripheral {
   readonly name: string;
   readonly state: StateStore;
   readonly qdp: QdpService;
+  readonly control: ControlService;
+  readonly manager: PeripheralManager;
   readonly notifier: SystemdNotifier;
   readonly startedAtMs: number;
   stop(reason: string): Promise<void>;
@@ -123,8 +139,76 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   });
   await qdp.start();
 
+  // Device identity (TLS key + certificate) for the manager and the control link.
+  const lanAddrs = Object.values(qdp.lanAddresses()).filter((a): a is string => !!a);
+  const identity = await DeviceIdentity.open({
+    dir: join(options.stateDir, 'pki'),
+    hostname: deviceName,
+    addresses: lanAddrs,
+    clock,
+    logger,
+  });
+
+  // Named controls, GPIO and serial I/O, and the control link on TCP 1700.
+  const registry = new ControlRegistry({ clock });
+  const gpio = new GpioService({
+    config: board.gpio,
+    binding: createGpioBinding(board, { clock, logger }),
+    registry,
+    clock,
+    logger,
+  });
+  await gpio.start();
+  const serial = new SerialBridge({ ports: board.serial, binding: createSerialBinding(board), logger });
+  const host = board.network.lanA.address ?? '0.0.0.0';
+  const control = new ControlService({
+    board,
+    state,
+    logger,
+    clock,
+    registry,
+    serial,
+    port: options.controlPort ?? 1700,
+    host,
+    identity: () => identity.identity(),
+    stream: null,
+    deviceName: () => deviceName,
+    firmwareVersion: packageVersion(),
+    hooks: {
+      onDesignChanged: () => qdp.announceNow(),
+      onTrustChanged: () => qdp.announceNow(),
+      onIdentify: (seconds) => gpio.identify(seconds),
+    },
+  });
+  await control.start();
+  const unwatchIdentity = identity.onChange(() => control.reloadIdentity());
+
+  // The Peripheral Manager on 80/443 (8080/8443 on the virtual board: no root needed).
+  const channels = (board.audio.capture?.channels ?? 0) + (board.audio.playback?.channels ?? 0);
+  const meters = board.isVirtual ? createDemoMeters(channels, () => clock.wallMs()) : undefined;
+  const manager = await PeripheralManager.create({
+    httpPort: options.httpPort ?? (board.isVirtual ? 8080 : 80),
+    httpsPort: options.httpsPort ?? (board.isVirtual ? 8443 : 443),
+    host,
+    board,
+    state,
+    stateDir: options.stateDir,
+    logger,
+    clock,
+    name: deviceName,
+    interfaces,
+    identity,
+    version: packageVersion(),
+    hooks: {
+      identify: (on, seconds) => gpio.identify(on ? seconds : 0),
+      ...(meters ? { meters } : {}),
+    },
+  });
+  const ports = await manager.start();
+
   const health = new HealthRegistry();
   health.register('qdp', () => qdp.health());
+  health.register('control', () => control.health());
   const lag = eventLoopLagCheck();
   health.register('event-loop', lag.check);
 
@@ -137,6 +221,9 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     board: board.id,
     lanA: addresses.a,
     lanB: addresses.b,
+    controlPort: control.address()?.port ?? null,
+    httpPort: ports.httpPort,
+    httpsPort: ports.httpsPort,
     startupMs: Math.round((startedAtMs - t0) * 10) / 10,
   });
 
@@ -160,6 +247,8 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     name: deviceName,
     state,
     qdp,
+    control,
+    manager,
     notifier,
     startedAtMs,
     stop(reason: string): Promise<void> {
@@ -169,7 +258,10 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
         await notifier.stopping(`stopping: ${reason}`);
         pinger?.stop();
         lag.stop();
-        await qdp.stop();
+        unwatchIdentity();
+        await Promise.allSettled([manager.stop(), control.stop(), qdp.stop()]);
+        await gpio.stop();
+        await serial.closeAll();
         notifier.close();
         log.info('stopped', { reason, stopMs: Math.round((clock.monotonicMs() - s0) * 10) / 10 });
       })();

@@ -68,7 +68,7 @@ export class CliProcess {
   }
 
   /** Resolve with the first record matching, or reject after `timeoutMs`. */
-  async waitFor(pred: (r: LogRecord) => boolean, timeoutMs = 10_000): Promise<LogRecord> {
+  async waitFor(pred: (r: LogRecord) => boolean, timeoutMs = 30_000): Promise<LogRecord> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const hit = this.records.find(pred);

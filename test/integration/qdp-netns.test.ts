@@ -76,7 +76,7 @@ t.test('two hosts over a veth pair', { skip }, async (t) => {
   const up = await p.waitFor((r) => r.event === 'state' && r['to'] === '192.0.2.1', 8000);
   t.equal(up['cause'], 'address up');
 
-  const d = await runCli(['discover', '--interface', vB, '--timeout', '1.1', '--json'], {
+  const d = await runCli(['discover', '--interface', vB, '--timeout', '2', '--json'], {
     prefix: ['ip', 'netns', 'exec', nsB],
   });
   t.equal(d.code, 0, d.stderr);
@@ -98,7 +98,7 @@ t.test('two hosts over a veth pair', { skip }, async (t) => {
   ip('-n', nsA, 'addr', 'add', '192.0.2.7/24', 'dev', vA);
   ip('-n', nsA, 'route', 'replace', '224.0.0.0/4', 'dev', vA);
   await p.waitFor((r) => r.event === 'state' && r['to'] === '192.0.2.7', 8000);
-  const d2 = await runCli(['discover', '--interface', vB, '--timeout', '1.1', '--json'], {
+  const d2 = await runCli(['discover', '--interface', vB, '--timeout', '2', '--json'], {
     prefix: ['ip', 'netns', 'exec', nsB],
   });
   const again = (
