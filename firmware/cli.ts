@@ -31,6 +31,7 @@ Commands:
   start      run the peripheral (QDP, control link, Peripheral Manager, I/O)
   discover   list every QDP device heard (qperiph peripherals and real Q-SYS gear)
   control    call a method on a peripheral's control link (TCP 1700)
+  bundle     make keys, sign, verify and inspect firmware bundles
   manager    run the Peripheral Manager alone, show the certificate, reset the password
   board      check a board configuration file
   version    print the version
@@ -232,6 +233,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       return cmdDiscover(rest);
     case 'board':
       return cmdBoard(rest);
+    case 'bundle':
+      return (await import('./update/cli.js')).runBundleCli(rest, env);
     case 'control':
       return (await import('./control/cli.js')).runControlCli(rest, env);
     case 'manager':

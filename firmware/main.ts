@@ -22,6 +22,7 @@ import { packageVersion } from './paths.js';
 import { createDemoMeters } from './peripheral-manager/demo-meters.js';
 import { PeripheralManager } from './peripheral-manager/index.js';
 import { DeviceIdentity } from './pki/index.js';
+import { createBundleUploadHandler, createUpdateService, type UpdateService } from './update/index.js';
 import { deviceRef, controlRef } from './qdp/qdp-query.js';
 import { QdpService, type QdpSelfDescription } from './qdp/service.js';
 import { HealthRegistry, eventLoopLagCheck } from './systemd/health.js';
@@ -56,6 +57,7 @@ export interface RunningPeripheral {
   readonly qdp: QdpService;
   readonly control: ControlService;
   readonly manager: PeripheralManager;
+  readonly update: UpdateService;
   readonly notifier: SystemdNotifier;
   readonly startedAtMs: number;
   stop(reason: string): Promise<void>;
@@ -183,6 +185,34 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   await control.start();
   const unwatchIdentity = identity.onChange(() => control.reloadIdentity());
 
+  // Signed A/B updates: resumes or rolls back a half-done job; commits a trial once healthy.
+  let stopSelf: (reason: string) => Promise<void> = async () => {};
+  const health = new HealthRegistry();
+  const update = createUpdateService({
+    board,
+    stateDir: options.stateDir,
+    env,
+    clock,
+    logger,
+    health: async () => health.evaluate().ok,
+    pinnedCores: () => state.get().trustedCores.map((c) => c.fingerprint256),
+    report: (o) => {
+      logger.info('update_outcome', { ...o });
+      control.notifyFirmware({
+        State: o.result,
+        ...(o.version ? { Version: o.version } : {}),
+        ...(o.reason ? { Message: o.reason } : {}),
+      });
+    },
+    // The new app slot runs after a restart; exit 75 so systemd (Restart=on-failure) starts us again.
+    restartApp: () => {
+      setTimeout(
+        () => void stopSelf('update: restart into the new slot').finally(() => process.exit(75)),
+        200,
+      );
+    },
+  });
+
   // The Peripheral Manager on 80/443 (8080/8443 on the virtual board: no root needed).
   const channels = (board.audio.capture?.channels ?? 0) + (board.audio.playback?.channels ?? 0);
   const meters = board.isVirtual ? createDemoMeters(channels, () => clock.wallMs()) : undefined;
@@ -202,11 +232,11 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     hooks: {
       identify: (on, seconds) => gpio.identify(on ? seconds : 0),
       ...(meters ? { meters } : {}),
+      bundleUpload: createBundleUploadHandler({ service: update }),
     },
   });
   const ports = await manager.start();
 
-  const health = new HealthRegistry();
   health.register('qdp', () => qdp.health());
   health.register('control', () => control.health());
   const lag = eventLoopLagCheck();
@@ -227,6 +257,9 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     startupMs: Math.round((startedAtMs - t0) * 10) / 10,
   });
 
+  // Never blocks READY: a trial slot waits for the health checks above before it commits.
+  void update.start().catch((err: unknown) => log.error('update_resume_failed', { err }));
+
   const interval = watchdogIntervalMs(env);
   let pinger: WatchdogPinger | null = null;
   if (interval !== null) {
@@ -242,13 +275,14 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   }
 
   let stopping: Promise<void> | null = null;
-  return {
+  const running: RunningPeripheral = {
     board,
     name: deviceName,
     state,
     qdp,
     control,
     manager,
+    update,
     notifier,
     startedAtMs,
     stop(reason: string): Promise<void> {
@@ -268,4 +302,6 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
       return stopping;
     },
   };
+  stopSelf = (reason) => running.stop(reason);
+  return running;
 }

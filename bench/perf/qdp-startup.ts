@@ -214,6 +214,29 @@ async function main(): Promise<void> {
   const s = await startOne(() => {});
   await s.readyMs;
   await new Promise((r) => setTimeout(r, 3000));
+  // `qperiph discover --timeout 1.1` against the running peripheral: listed, and how fast.
+  const heard: number[] = [];
+  let listed = 0;
+  const tries = 5;
+  for (let i = 0; i < tries; i++) {
+    const r = spawnSync(process.execPath, [CLI, 'discover', '--timeout', '1.1', '--json'], {
+      encoding: 'utf8',
+    });
+    const devices = (
+      JSON.parse(r.stdout || '{"devices":[]}') as {
+        devices: Array<{ device: { name: string }; firstHeardAfterMs: number }>;
+      }
+    ).devices;
+    const me = devices.find((d) => d.device.name === 'bench-qdp');
+    if (me) {
+      listed++;
+      heard.push(me.firstHeardAfterMs);
+    }
+  }
+  heard.sort((a, b) => a - b);
+  console.log(
+    `\ndiscover --timeout 1.1: listed ${listed}/${tries} times; first heard after p50 ${pct(heard, 0.5).toFixed(1)} ms, max ${(heard.at(-1) ?? NaN).toFixed(1)} ms`,
+  );
   const rssIdleStart = rssMb(s.pid);
   const capture = startCapture();
   await new Promise((r) => setTimeout(r, capture ? 1500 : 0)); // let tshark start capturing
