@@ -32,6 +32,7 @@ Commands:
   discover   list every QDP device heard (qperiph peripherals and real Q-SYS gear)
   control    call a method on a peripheral's control link (TCP 1700)
   bundle     make keys, sign, verify and inspect firmware bundles
+  audio      AES67/Q-LAN tools: ptp4l config, SAP listener, test tone
   manager    run the Peripheral Manager alone, show the certificate, reset the password
   board      check a board configuration file
   version    print the version
@@ -233,6 +234,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       return cmdDiscover(rest);
     case 'board':
       return cmdBoard(rest);
+    case 'audio':
+      return (await import('./audio/cli.js')).runAudioCli(rest, env);
     case 'bundle':
       return (await import('./update/cli.js')).runBundleCli(rest, env);
     case 'control':

@@ -7,19 +7,28 @@
 import type { BoardConfig } from './config/board-types.js';
 import { loadBoardConfig } from './config/board-config.js';
 import { StateStore } from './config/state-store.js';
-import { createSystemClock, type ClockSource } from './clock/clock.js';
+import { createSystemClock, type ClockSource, type TimerHandle } from './clock/clock.js';
 import { defaultDeviceName } from './device-name.js';
 import { createJsonLogger, type Logger } from './log/logger.js';
 import { createNodeDatagramBinding, type DatagramBinding } from './net/datagram-binding.js';
 import { resolveLanAddress, systemInterfaceLister, type InterfaceLister } from './net/interfaces.js';
 import { join } from 'node:path';
+import {
+  AlsaAudioBinding,
+  AudioEngine,
+  createAudioDatagramBinding,
+  createFreeRunningClock,
+  Ptp4lClock,
+  VirtualAudioBinding,
+  type MediaClock,
+} from './audio/index.js';
+import { createStreamApi, registerAudioControls } from './audio/control-bridge.js';
 import { ControlRegistry } from './control/registry.js';
 import { ControlService } from './control/service.js';
 import { GpioService } from './io/gpio-service.js';
 import { createGpioBinding, createSerialBinding } from './io/select.js';
 import { SerialBridge } from './io/serial-bridge.js';
 import { packageVersion } from './paths.js';
-import { createDemoMeters } from './peripheral-manager/demo-meters.js';
 import { PeripheralManager } from './peripheral-manager/index.js';
 import { DeviceIdentity } from './pki/index.js';
 import { createBundleUploadHandler, createUpdateService, type UpdateService } from './update/index.js';
@@ -56,6 +65,7 @@ export interface RunningPeripheral {
   readonly state: StateStore;
   readonly qdp: QdpService;
   readonly control: ControlService;
+  readonly audio: AudioEngine;
   readonly manager: PeripheralManager;
   readonly update: UpdateService;
   readonly notifier: SystemdNotifier;
@@ -151,8 +161,62 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     logger,
   });
 
+  // Media clock: ptp4l on real boards (falls back to free-running, and says so), free-running on
+  // the virtual board unless QPERIPH_PTP=1.
+  let mediaClock: MediaClock = createFreeRunningClock(board.ptp.domain);
+  const wantPtp = board.ptp.timestamping !== 'none' && (!board.isVirtual || env['QPERIPH_PTP'] === '1');
+  if (wantPtp) {
+    const runDir = env['RUNTIME_DIRECTORY'] ?? options.stateDir;
+    const ptp = new Ptp4lClock({
+      ptp: board.ptp,
+      interface: board.network.lanA.interface,
+      udsPath: join(runDir, 'ptp4l.sock'),
+      configPath: join(options.stateDir, 'ptp4l.conf'),
+      logger: logger.child({ module: 'ptp' }),
+    });
+    try {
+      await ptp.start();
+      mediaClock = ptp;
+    } catch (err) {
+      log.warn('ptp_unavailable', { err, fallback: 'free-running' });
+      await ptp.close().catch(() => undefined);
+    }
+  }
+
+  // The audio engine: ALSA (or the virtual card) <-> Q-LAN / AES67 RTP on the media clock.
+  const cap = board.audio.capture;
+  const audio = new AudioEngine({
+    board,
+    audio:
+      board.audio.binding === 'alsa'
+        ? new AlsaAudioBinding({
+            logger: logger.child({ module: 'alsa' }),
+            format: cap?.sampleFormat ?? 'S24_3LE',
+            periodTimeUs: cap?.periodTimeUs ?? 1000,
+            bufferTimeUs: cap?.bufferTimeUs ?? 4000,
+          })
+        : new VirtualAudioBinding({ clock }),
+    datagram: createAudioDatagramBinding(),
+    clock,
+    mediaClock,
+    logger: logger.child({ module: 'audio' }),
+    lanA: qdp.lanAddresses().a ?? '0.0.0.0',
+    lanB: qdp.lanAddresses().b,
+  });
+  await audio.start();
+
   // Named controls, GPIO and serial I/O, and the control link on TCP 1700.
   const registry = new ControlRegistry({ clock });
+  const audioControls = registerAudioControls(audio, registry, {
+    input: board.audio.capture?.channels ?? 0,
+    output: board.audio.playback?.channels ?? 0,
+  });
+  let meterTimer: TimerHandle | null = null;
+  const meterTick = (): void => {
+    audioControls.refreshMeters();
+    meterTimer = clock.setTimeout(meterTick, 100);
+  };
+  meterTick();
   const gpio = new GpioService({
     config: board.gpio,
     binding: createGpioBinding(board, { clock, logger }),
@@ -173,7 +237,7 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     port: options.controlPort ?? 1700,
     host,
     identity: () => identity.identity(),
-    stream: null,
+    stream: createStreamApi(audio),
     deviceName: () => deviceName,
     firmwareVersion: packageVersion(),
     hooks: {
@@ -214,8 +278,6 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   });
 
   // The Peripheral Manager on 80/443 (8080/8443 on the virtual board: no root needed).
-  const channels = (board.audio.capture?.channels ?? 0) + (board.audio.playback?.channels ?? 0);
-  const meters = board.isVirtual ? createDemoMeters(channels, () => clock.wallMs()) : undefined;
   const manager = await PeripheralManager.create({
     httpPort: options.httpPort ?? (board.isVirtual ? 8080 : 80),
     httpsPort: options.httpsPort ?? (board.isVirtual ? 8443 : 443),
@@ -231,7 +293,31 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     version: packageVersion(),
     hooks: {
       identify: (on, seconds) => gpio.identify(on ? seconds : 0),
-      ...(meters ? { meters } : {}),
+      meters: () => {
+        const m = audio.meters();
+        return [...m.input, ...m.output].map((x) => x.peakDb);
+      },
+      status: () => {
+        const c = audio.clockStatus();
+        return {
+          ptp: {
+            state:
+              c.state === 'locked' || c.state === 'master'
+                ? 'locked'
+                : c.source === 'free-running'
+                  ? 'free-running'
+                  : 'unlocked',
+            offsetNs: c.offsetNs,
+            grandmaster: c.grandmaster,
+          },
+          streams: audio.list().map((x) => ({
+            name: x.id,
+            direction: x.direction,
+            channels: x.channels,
+            state: 'running',
+          })),
+        };
+      },
       bundleUpload: createBundleUploadHandler({ service: update }),
     },
   });
@@ -281,6 +367,7 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     state,
     qdp,
     control,
+    audio,
     manager,
     update,
     notifier,
@@ -293,7 +380,11 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
         pinger?.stop();
         lag.stop();
         unwatchIdentity();
+        if (meterTimer) clock.clearTimeout(meterTimer);
         await Promise.allSettled([manager.stop(), control.stop(), qdp.stop()]);
+        await audio.stop().catch(() => undefined);
+        await mediaClock.close().catch(() => undefined);
+        audioControls.unregister();
         await gpio.stop();
         await serial.closeAll();
         notifier.close();

@@ -1,0 +1,425 @@
+/**
+ * Audio engine benchmark (`npm run bench:audio`). Prints figures, asserts nothing.
+ *
+ * 1. Pacing, Q-LAN (16 ch float32, 333 us) and AES67 (2 ch L24, 1 ms): packets/s, |send - ideal|
+ *    p50/p99/max on the wire (tshark on lo, when root and tshark are available; otherwise the
+ *    worker's own send-time log), share of back-to-back packets (gap < 25% of the period); idle, and
+ *    with an HTTP server in this process under 200 req/s from a second process.
+ * 2. CPU of one 16 ch Q-LAN stream TX + RX in this process vs GStreamer doing the same
+ *    (audiotestsrc ! rtpL24pay ! udpsink + udpsrc ! rtpjitterbuffer ! rtpL24depay ! fakesink).
+ * 3. End-to-end latency: virtual capture (1 ms blocks) -> RTP -> jitter buffer -> virtual playback.
+ * 4. Drift: buffer slips at +-100 ppm card error over AUDIO_BENCH_DRIFT_S (default 600) seconds.
+ *
+ * Env: AUDIO_BENCH_S (seconds per pacing run, default 10).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSystemClock } from '../../firmware/clock/clock.js';
+import { createMemoryLogger } from '../../firmware/log/logger.js';
+import { createAudioDatagramBinding } from '../../firmware/audio/audio-datagram.js';
+import { DriftTracker, Resampler } from '../../firmware/audio/dsp.js';
+import { createFreeRunningClock, type MediaClock } from '../../firmware/audio/media-clock.js';
+import { rtpTimestampAt } from '../../firmware/audio/media-timeline.js';
+import { RtpReceiver } from '../../firmware/audio/receiver.js';
+import { qlanFormat, QLAN_PAYLOAD_TYPE, type AudioFormat } from '../../firmware/audio/rtp-codec.js';
+import { RtpSender } from '../../firmware/audio/sender.js';
+
+const SECONDS = Number(process.env['AUDIO_BENCH_S'] ?? 10);
+const DRIFT_S = Number(process.env['AUDIO_BENCH_DRIFT_S'] ?? 600);
+const clock = createMediaClock();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const isRoot = process.getuid?.() === 0;
+const haveTshark = spawnSync('sh', ['-c', 'command -v tshark']).status === 0;
+const haveGst = spawnSync('sh', ['-c', 'command -v gst-launch-1.0']).status === 0;
+
+function createMediaClock(): MediaClock {
+  return createFreeRunningClock();
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : NaN;
+}
+
+function progress(label: string, seconds: number): () => void {
+  let n = 0;
+  process.stderr.write(`${label} `);
+  const iv = setInterval(() => process.stderr.write(++n % 10 === 0 ? `${n}s` : '.'), 1000);
+  return () => {
+    clearInterval(iv);
+    process.stderr.write(` done (${seconds}s)\n`);
+  };
+}
+
+/**
+ * Deviation of each packet from its ideal send time: the RTP timestamp says when (in media time)
+ * it was due, so skipped packets do not shift the grid; the median offset is removed.
+ */
+function deviations(timesUs: number[], rtpTs: number[], periodUs: number): { dev: number[]; b2b: number } {
+  const t0 = timesUs[0]!;
+  const ts0 = rtpTs[0]!;
+  const raw = timesUs.map((t, i) => t - t0 - (((rtpTs[i]! - ts0) >>> 0) * 1e6) / 48000);
+  const med = [...raw].sort((a, b) => a - b)[Math.floor(raw.length / 2)]!;
+  const dev = raw.map((d) => Math.abs(d - med)).sort((a, b) => a - b);
+  let b2b = 0;
+  for (let i = 1; i < timesUs.length; i++) if (timesUs[i]! - timesUs[i - 1]! < periodUs * 0.25) b2b++;
+  return { dev, b2b: b2b / Math.max(1, timesUs.length - 1) };
+}
+
+async function startTshark(port: number, file: string): Promise<ChildProcess | null> {
+  if (!isRoot || !haveTshark) return null;
+  const p = spawn('tshark', ['-i', 'lo', '-f', `udp dst port ${port}`, '-w', file, '-q'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  await new Promise<void>((resolve) => {
+    p.stderr.on('data', (d: Buffer) => {
+      if (d.toString().includes('Capturing on')) resolve();
+    });
+    setTimeout(resolve, 15000).unref();
+  });
+  await sleep(300);
+  return p;
+}
+
+async function pacingRun(name: string, format: AudioFormat, pt: number, port: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'qperiph-bench-'));
+  const pcap = join(dir, 'cap.pcap');
+  const sink = await sinkSocket(port);
+  const ts = await startTshark(port, pcap);
+  const packetsPerS = 48000 / format.framesPerPacket;
+  const sender = new RtpSender({
+    format,
+    payloadType: pt,
+    destination: { address: '127.0.4.2', port },
+    bindAddress: '127.0.4.1',
+    ssrc: 1,
+    clock,
+    lateLogPackets: Math.ceil(packetsPerS * SECONDS) + 10,
+  });
+  await sender.start();
+  const done = progress(`  ${name}`, SECONDS);
+  const t0 = performance.now();
+  await sleep(SECONDS * 1000);
+  await sender.stop();
+  const wall = (performance.now() - t0) / 1000;
+  done();
+  const c = sender.counters();
+  let times: number[] = [];
+  let stamps: number[] = [];
+  let source = 'worker send-call log (no root/tshark: not the wire)';
+  if (ts) {
+    ts.kill('SIGINT');
+    await new Promise((r) => ts.once('exit', r));
+    const r = spawnSync(
+      'tshark',
+      [
+        '-r',
+        pcap,
+        '-d',
+        `udp.port==${port},rtp`,
+        '-T',
+        'fields',
+        '-e',
+        'frame.time_epoch',
+        '-e',
+        'rtp.timestamp',
+      ],
+      { encoding: 'utf8', maxBuffer: 1 << 28 },
+    );
+    for (const line of r.stdout.trim().split('\n')) {
+      const [a, b] = line.split('\t');
+      if (!a || !b) continue;
+      times.push(Number(a) * 1e6);
+      stamps.push(Number(b));
+    }
+    source = 'wire (tshark on lo)';
+  } else {
+    const log = sender.lateLog.subarray(0, c.sent);
+    times = Array.from(log, (late, i) => (i * 1e6) / packetsPerS + late / 1000);
+    stamps = Array.from(log, (_l, i) => i * format.framesPerPacket);
+  }
+  sink.close();
+  rmSync(dir, { recursive: true, force: true });
+  const { dev, b2b } = deviations(times, stamps, 1e6 / packetsPerS);
+  console.log(
+    `  ${name}: ${(c.sent / wall).toFixed(0)} packets/s (ideal ${packetsPerS.toFixed(0)}); |send - ideal| p50 ${pct(dev, 0.5).toFixed(1)} us, p99 ${pct(dev, 0.99).toFixed(1)} us, max ${(dev[dev.length - 1] ?? NaN).toFixed(1)} us; back-to-back ${(b2b * 100).toFixed(2)}%; late ${c.late}, skipped ${c.skipped}, busy ${c.bufferBusy}, DSCP ${c.dscp}; source: ${source}, ${times.length} packets`,
+  );
+}
+
+async function sinkSocket(port: number): Promise<{ close(): void }> {
+  const b = createAudioDatagramBinding();
+  const s = b.createUdp4({ reuseAddr: true });
+  s.onMessage(() => undefined);
+  await s.bind(port, '127.0.4.2');
+  return { close: () => void s.close() };
+}
+
+async function withHttpLoad<T>(fn: () => Promise<T>): Promise<T> {
+  const server = http.createServer((_req, res) => {
+    // A little work per request, like a JSON status route.
+    const body = JSON.stringify({
+      t: Date.now(),
+      streams: Array.from({ length: 20 }, (_, i) => ({ i, peak: Math.random() })),
+    });
+    res.setHeader('content-type', 'application/json');
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.4.3', r));
+  const port = (server.address() as { port: number }).port;
+  const client = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const http=require('http');let n=0;setInterval(()=>{for(let i=0;i<2;i++)http.get({host:'127.0.4.3',port:${port},path:'/api/status',agent:false},r=>{r.resume();n++});},10);setInterval(()=>process.stdout.write(n+'\\n'),1000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  let last = '0';
+  client.stdout.on('data', (d: Buffer) => (last = d.toString().trim().split('\n').pop() ?? last));
+  try {
+    const r = await fn();
+    console.log(`  (HTTP load: ${last} requests served)`);
+    return r;
+  } finally {
+    client.kill();
+    server.close();
+  }
+}
+
+function procCpuS(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const parts = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(parts[11]) + Number(parts[12])) / 100;
+}
+
+async function cpuRun(): Promise<void> {
+  const port = 24100;
+  const format = qlanFormat(16);
+  let played = 0;
+  const rx = new RtpReceiver({
+    binding: createAudioDatagramBinding(),
+    clock: createSystemClock(),
+    mediaClock: clock,
+    logger: createMemoryLogger(),
+    format,
+    payloadType: QLAN_PAYLOAD_TYPE,
+    delayFrames: 96 * 5,
+    paths: [{ bindAddress: '127.0.4.2', port, group: null }],
+    sink: (_s, n) => (played += n),
+  });
+  await rx.start();
+  const sender = new RtpSender({
+    format,
+    payloadType: QLAN_PAYLOAD_TYPE,
+    destination: { address: '127.0.4.2', port },
+    bindAddress: '127.0.4.1',
+    ssrc: 2,
+    clock,
+  });
+  const block = new Float32Array(48 * 16);
+  for (let i = 0; i < block.length; i++) block[i] = Math.sin(i / 10) * 0.5;
+  const feeder = setInterval(() => {
+    while (sender.space() >= 48) sender.write(block, 48);
+  }, 2);
+  await sender.start();
+  await sleep(500);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const done = progress('  qperiph 16 ch Q-LAN TX+RX', SECONDS);
+  await sleep(SECONDS * 1000);
+  done();
+  const du = process.cpuUsage(c0);
+  const wall = (performance.now() - t0) / 1000;
+  clearInterval(feeder);
+  await sender.stop();
+  await rx.close();
+  const ours = (du.user + du.system) / 1e6 / wall;
+  console.log(
+    `  qperiph: ${(ours * 100).toFixed(1)}% of one core (TX worker + RX + feeding, whole process); played ${played} frames; RX lost ${rx.counters().lost}`,
+  );
+  if (!haveGst) {
+    console.log('  GStreamer: not installed, no comparison');
+    return;
+  }
+  const gport = 24102;
+  const rxg = spawn('gst-launch-1.0', [
+    '-q',
+    'udpsrc',
+    `address=127.0.4.2`,
+    `port=${gport}`,
+    'caps=application/x-rtp,media=audio,clock-rate=48000,encoding-name=L24,channels=16,payload=96',
+    '!',
+    'rtpjitterbuffer',
+    'latency=10',
+    '!',
+    'rtpL24depay',
+    '!',
+    'fakesink',
+    'sync=false',
+  ]);
+  const txg = spawn('gst-launch-1.0', [
+    '-q',
+    'audiotestsrc',
+    'is-live=true',
+    'samplesperbuffer=16',
+    '!',
+    'audio/x-raw,format=S24BE,rate=48000,channels=16',
+    '!',
+    'rtpL24pay',
+    'pt=96',
+    'min-ptime=333333',
+    'max-ptime=333333',
+    '!',
+    'udpsink',
+    'host=127.0.4.2',
+    `port=${gport}`,
+  ]);
+  await sleep(1500);
+  const g0 = procCpuS(rxg.pid!) + procCpuS(txg.pid!);
+  const done2 = progress('  GStreamer 16 ch L24 333 us TX+RX', SECONDS);
+  await sleep(SECONDS * 1000);
+  done2();
+  const g1 = procCpuS(rxg.pid!) + procCpuS(txg.pid!);
+  rxg.kill();
+  txg.kill();
+  const gst = (g1 - g0) / SECONDS;
+  console.log(
+    `  GStreamer: ${(gst * 100).toFixed(1)}% of one core (audiotestsrc+rtpL24pay+udpsink, udpsrc+rtpjitterbuffer+rtpL24depay+fakesink)`,
+  );
+  console.log(`  ratio qperiph / GStreamer: ${(ours / gst).toFixed(2)}x`);
+}
+
+async function latencyRun(delayFrames: number, port: number): Promise<void> {
+  const format = qlanFormat(2);
+  const writtenAt = new Map<number, bigint>();
+  const lat: number[] = [];
+  let missing = 0;
+  const rx = new RtpReceiver({
+    binding: createAudioDatagramBinding(),
+    clock: createSystemClock(),
+    mediaClock: clock,
+    logger: createMemoryLogger(),
+    format,
+    payloadType: QLAN_PAYLOAD_TYPE,
+    delayFrames,
+    tickMs: 0,
+    paths: [{ bindAddress: '127.0.4.2', port, group: null }],
+    sink: (s, _n, miss) => {
+      if (miss) {
+        missing++;
+        return;
+      }
+      const idx = Math.round(s[0]! * 1e6);
+      const at = writtenAt.get(idx);
+      if (at !== undefined) {
+        lat.push(Number(clock.nowNs() - at) / 1000);
+        writtenAt.delete(idx);
+      }
+    },
+  });
+  await rx.start();
+  const sender = new RtpSender({
+    format,
+    payloadType: QLAN_PAYLOAD_TYPE,
+    destination: { address: '127.0.4.2', port },
+    bindAddress: '127.0.4.1',
+    ssrc: 3,
+    clock,
+    startDelayNs: 2_000_000n,
+  });
+  await sender.start();
+  // Virtual capture: a 48-frame block whenever 1 ms of media time has passed (as a card's period).
+  const block = new Float32Array(48 * 2);
+  let frame = 0;
+  const t0 = sender.timeline.anchor.firstDueNs - 1_000_000n;
+  let stop = false;
+  const cap = (): void => {
+    if (stop) return;
+    const due = Number(((clock.nowNs() - t0) * 48000n) / 1_000_000_000n);
+    while (frame + 48 <= due) {
+      for (let f = 0; f < 48; f++) {
+        // Frame number encoded in the sample (every 16th frame starts a packet).
+        block[f * 2] = ((frame + f) % 1_000_000) / 1e6;
+        block[f * 2 + 1] = 0;
+      }
+      const now = clock.nowNs();
+      for (let f = 0; f < 48; f += 16) writtenAt.set((frame + f) % 1_000_000, now);
+      sender.write(block, 48);
+      frame += 48;
+    }
+    setImmediate(cap);
+  };
+  const done = progress('  latency', SECONDS);
+  cap();
+  await sleep(SECONDS * 1000);
+  stop = true;
+  done();
+  const c = sender.counters();
+  await sender.stop();
+  await rx.close();
+  lat.sort((a, b) => a - b);
+  console.log(
+    `  end-to-end (capture block ready -> packet played): p50 ${(pct(lat, 0.5) / 1000).toFixed(3)} ms, p99 ${(pct(lat, 0.99) / 1000).toFixed(3)} ms, max ${((lat[lat.length - 1] ?? NaN) / 1000).toFixed(3)} ms over ${lat.length} packets; playout delay ${delayFrames / 48} ms; sender underruns ${c.underruns}, RX missing ${missing}, late ${rx.counters().late}`,
+  );
+  void rtpTimestampAt;
+}
+
+function driftRun(): void {
+  for (const ppm of [100, -100]) {
+    const e = ppm * 1e-6;
+    const r = new Resampler(1, 4800);
+    const tr = new DriftTracker(240);
+    const blk = new Float32Array(48);
+    const out = new Float32Array(48);
+    let tNet = 0;
+    let tCard = 0;
+    let slips = 0;
+    let minFill = Infinity;
+    let maxFill = 0;
+    for (let i = 0; i < 5; i++) r.push(blk, 48);
+    while (tNet < DRIFT_S) {
+      if (tNet <= tCard) {
+        if (!r.push(blk, 48)) slips++;
+        tNet += 0.001;
+      } else {
+        if (!r.pull(out, 48, tr.update(r.available, 0.001 / (1 + e)))) slips++;
+        tCard += 0.001 / (1 + e);
+        if (tCard > 30) {
+          minFill = Math.min(minFill, r.available);
+          maxFill = Math.max(maxFill, r.available);
+        }
+      }
+    }
+    console.log(
+      `  ${ppm > 0 ? '+' : ''}${ppm} ppm over ${DRIFT_S} s: ${slips} slips; fill after settling ${minFill.toFixed(0)}..${maxFill.toFixed(0)} frames; loop step ${tr.ppm.toFixed(1)} ppm`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  console.log(
+    `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}`,
+  );
+  console.log('Pacing, idle:');
+  await pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24000);
+  await pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24002);
+  console.log('Pacing, HTTP server in this process under 200 req/s from a second process:');
+  await withHttpLoad(() => pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24004));
+  await withHttpLoad(() =>
+    pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24006),
+  );
+  console.log('CPU, one 16 ch stream TX + RX:');
+  await cpuRun();
+  console.log('End-to-end latency:');
+  await latencyRun(96, 24200);
+  await latencyRun(48 * 20, 24202);
+  console.log('Drift (resampler + tracking loop, simulated card):');
+  driftRun();
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,461 @@
+/**
+ * AudioEngine: the stream API the control link and the manager call.
+ *
+ * Capture (sound card, through the AudioBinding) -> per-channel gain/mute and meters -> drift
+ * compensation (resampler steered by the sender ring's fill) -> one RtpSender per TX stream
+ * (channel map picks capture channels). RX streams (RtpReceiver, jitter buffer, optional LAN B
+ * path merged ST 2022-7 style) -> channel map -> output gain/mute and meters -> playback.
+ *
+ * Every operation validates its spec first and throws AudioEngineError with a stable code; a
+ * failing open or close never disturbs other streams.
+ */
+import type { ClockSource } from '../clock/clock.js';
+import type { BoardConfig } from '../config/board-types.js';
+import { QperiphError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { DatagramBinding } from '../net/datagram-binding.js';
+import type { AudioBinding, CaptureStream, PlaybackStream } from './audio-binding.js';
+import {
+  applyGain,
+  createChannelControls,
+  dbToLinear,
+  DriftTracker,
+  Meters,
+  Resampler,
+  type ChannelControls,
+} from './dsp.js';
+import type { MediaClock, MediaClockStatus } from './media-clock.js';
+import { RtpReceiver } from './receiver.js';
+import { checkFormat, QLAN_PAYLOAD_TYPE, type AudioFormat, type SampleEncoding } from './rtp-codec.js';
+import { encodeSdp } from './sdp-codec.js';
+import { isMulticast, RtpSender, type SenderCounters } from './sender.js';
+import type { ReceiverCounters } from './jitter-buffer.js';
+
+export type AudioEngineErrorCode =
+  | 'AUDIO_ERR_BAD_SPEC'
+  | 'AUDIO_ERR_STREAM_EXISTS'
+  | 'AUDIO_ERR_NO_STREAM'
+  | 'AUDIO_ERR_STREAM_START'
+  | 'AUDIO_ERR_NOT_STARTED';
+
+export class AudioEngineError extends QperiphError {
+  declare readonly code: AudioEngineErrorCode;
+  constructor(code: AudioEngineErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+export type StreamKind = 'qlan' | 'aes67';
+
+export interface TxStreamSpec {
+  id: string;
+  kind: StreamKind;
+  /** Capture channel (0-based) for each stream channel. */
+  channelMap: number[];
+  encoding?: Exclude<SampleEncoding, 'F32'>;
+  framesPerPacket?: number;
+  destination: { address: string; port: number };
+  /** Also send on LAN B (when the board has one). */
+  redundant?: boolean;
+  ttl?: number;
+  name?: string;
+}
+
+export interface RxStreamSpec {
+  id: string;
+  kind: StreamKind;
+  /** Playback channel (0-based) for each stream channel; -1 drops that channel. */
+  channelMap: number[];
+  encoding?: Exclude<SampleEncoding, 'F32'>;
+  framesPerPacket?: number;
+  payloadType?: number;
+  /** Unicast: our local port; multicast: the group and port. */
+  source: { address: string; port: number };
+  /** Also listen on LAN B and merge. */
+  redundant?: boolean;
+  delayMs?: number;
+}
+
+export interface AudioEngineOptions {
+  board: BoardConfig;
+  audio: AudioBinding;
+  datagram: DatagramBinding;
+  clock: ClockSource;
+  mediaClock: MediaClock;
+  logger: Logger;
+  /** Local addresses of LAN A and (optionally) LAN B. */
+  lanA: string;
+  lanB?: string | null;
+  /** Capture/playback channel counts and device names (defaults from the board config). */
+  captureChannels?: number;
+  playbackChannels?: number;
+  /** TX ring fill the drift loop holds (latency), frames. Default 480 (10 ms). */
+  txBufferFrames?: number;
+  /** Frames per capture/playback block. Default 48 (1 ms). */
+  blockFrames?: number;
+}
+
+interface TxStream {
+  spec: TxStreamSpec;
+  format: AudioFormat;
+  senders: RtpSender[];
+  resampler: Resampler;
+  tracker: DriftTracker;
+  scratchIn: Float32Array;
+  scratchOut: Float32Array;
+  sdp: string | null;
+  ssrc: number;
+}
+
+interface RxStream {
+  spec: RxStreamSpec;
+  format: AudioFormat;
+  receiver: RtpReceiver;
+}
+
+export interface StreamStatus {
+  id: string;
+  direction: 'tx' | 'rx';
+  kind: StreamKind;
+  channels: number;
+  counters: SenderCounters | (ReceiverCounters & { rejoins: number });
+  sdp?: string | null;
+  driftPpm?: number;
+}
+
+function bad(msg: string): never {
+  throw new AudioEngineError('AUDIO_ERR_BAD_SPEC', msg);
+}
+
+export class AudioEngine {
+  private readonly tx = new Map<string, TxStream>();
+  private readonly rx = new Map<string, RxStream>();
+  private capture: CaptureStream | null = null;
+  private playback: PlaybackStream | null = null;
+  private readonly capCh: number;
+  private readonly playCh: number;
+  private readonly block: number;
+  readonly inputControls: ChannelControls;
+  readonly outputControls: ChannelControls;
+  private readonly inputMeters: Meters;
+  private readonly outputMeters: Meters;
+  private readonly mix: Float32Array;
+  private mixFrames = 0;
+  private nextSsrc: number;
+
+  constructor(private readonly o: AudioEngineOptions) {
+    this.capCh = o.captureChannels ?? o.board.audio.capture?.channels ?? 2;
+    this.playCh = o.playbackChannels ?? o.board.audio.playback?.channels ?? 2;
+    this.block = o.blockFrames ?? 48;
+    this.inputControls = createChannelControls(this.capCh);
+    this.outputControls = createChannelControls(this.playCh);
+    this.inputMeters = new Meters(this.capCh);
+    this.outputMeters = new Meters(this.playCh);
+    this.mix = new Float32Array(48 * 100 * this.playCh);
+    this.nextSsrc = (Number(o.mediaClock.nowNs() % 0xffffffffn) ^ 0x5a5a5a5a) >>> 0;
+  }
+
+  async start(): Promise<void> {
+    const cap = this.o.board.audio.capture;
+    const play = this.o.board.audio.playback;
+    this.capture = this.o.audio.openCapture({
+      device: cap?.device ?? 'virtual',
+      channels: this.capCh,
+      periodFrames: this.block,
+    });
+    this.capture.onData((s, f) => this.onCapture(s, f));
+    this.capture.onError((e) => this.o.logger.warn('audio_capture_error', { error: e }));
+    this.playback = this.o.audio.openPlayback({
+      device: play?.device ?? 'virtual',
+      channels: this.playCh,
+      periodFrames: this.block,
+    });
+    this.playback.onError((e) => this.o.logger.warn('audio_playback_error', { error: e }));
+  }
+
+  clockStatus(): MediaClockStatus {
+    return this.o.mediaClock.status();
+  }
+
+  private onCapture(samples: Float32Array, frames: number): void {
+    applyGain(samples, frames, this.capCh, this.inputControls);
+    this.inputMeters.feed(samples, frames);
+    for (const s of this.tx.values()) {
+      try {
+        this.feedTx(s, samples, frames);
+      } catch (e) {
+        this.o.logger.warn('audio_tx_feed_error', { stream: s.spec.id, error: e });
+      }
+    }
+  }
+
+  private feedTx(s: TxStream, samples: Float32Array, frames: number): void {
+    const ch = s.format.channels;
+    const input =
+      s.scratchIn.length >= frames * ch ? s.scratchIn : (s.scratchIn = new Float32Array(frames * ch));
+    for (let f = 0; f < frames; f++)
+      for (let c = 0; c < ch; c++) input[f * ch + c] = samples[f * this.capCh + s.spec.channelMap[c]!]!;
+    s.resampler.push(input, frames);
+    const sender = s.senders[0]!;
+    const ringFill = 4800 - sender.space();
+    const step = s.tracker.update(ringFill, frames / 48000);
+    const out = s.scratchOut;
+    const outFrames = out.length / ch;
+    while (s.resampler.available > outFrames * step + 4) {
+      if (!s.resampler.pull(out, outFrames, step)) break;
+      for (const snd of s.senders) snd.write(out, outFrames);
+    }
+  }
+
+  /** Deliver a played-out RX packet into the playback mix (called by receivers). */
+  private onRxPacket(spec: RxStreamSpec, channels: number, samples: Float32Array, frames: number): void {
+    const need = frames * this.playCh;
+    if (this.mixFrames * this.playCh + need > this.mix.length) this.flushMix();
+    const base = this.mixFrames * this.playCh;
+    this.mix.fill(0, base, base + need);
+    for (let f = 0; f < frames; f++)
+      for (let c = 0; c < channels; c++) {
+        const dst = spec.channelMap[c]!;
+        if (dst >= 0)
+          this.mix[base + f * this.playCh + dst] =
+            this.mix[base + f * this.playCh + dst]! + samples[f * channels + c]!;
+      }
+    this.mixFrames += frames;
+    this.flushMix();
+  }
+
+  private flushMix(): void {
+    if (!this.mixFrames) return;
+    applyGain(this.mix, this.mixFrames, this.playCh, this.outputControls);
+    this.outputMeters.feed(this.mix, this.mixFrames);
+    this.playback?.write(this.mix.subarray(0, this.mixFrames * this.playCh), this.mixFrames);
+    this.mixFrames = 0;
+  }
+
+  private formatFor(kind: StreamKind, channels: number, enc?: string, fpp?: number): AudioFormat {
+    const f: AudioFormat =
+      kind === 'qlan'
+        ? { encoding: 'F32', channels, framesPerPacket: 16 }
+        : { encoding: (enc ?? 'L24') as SampleEncoding, channels, framesPerPacket: fpp ?? 48 };
+    if (kind === 'aes67' && f.encoding === 'F32') bad('AES67 streams are L24 or L16');
+    try {
+      checkFormat(f);
+    } catch (e) {
+      bad((e as Error).message);
+    }
+    return f;
+  }
+
+  private checkId(id: unknown): void {
+    if (typeof id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(id))
+      bad(`stream id ${JSON.stringify(id)} is not 1..64 of [A-Za-z0-9_.-]`);
+    if (this.tx.has(id) || this.rx.has(id))
+      throw new AudioEngineError('AUDIO_ERR_STREAM_EXISTS', `stream ${id} is already open`);
+  }
+
+  private checkEndpoint(e: { address: string; port: number } | undefined, what: string): void {
+    if (!e || typeof e.address !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}$/.test(e.address))
+      bad(`${what}.address is not IPv4`);
+    if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65534)
+      bad(`${what}.port ${e.port} out of 1..65534`);
+  }
+
+  async openTx(spec: TxStreamSpec): Promise<StreamStatus> {
+    if (!this.capture) throw new AudioEngineError('AUDIO_ERR_NOT_STARTED', 'engine not started');
+    this.checkId(spec.id);
+    if (spec.kind !== 'qlan' && spec.kind !== 'aes67') bad(`kind ${String(spec.kind)}`);
+    if (
+      !Array.isArray(spec.channelMap) ||
+      spec.channelMap.some((c) => !Number.isInteger(c) || c < 0 || c >= this.capCh)
+    )
+      bad(`channelMap must list capture channels 0..${this.capCh - 1}`);
+    const format = this.formatFor(spec.kind, spec.channelMap.length, spec.encoding, spec.framesPerPacket);
+    this.checkEndpoint(spec.destination, 'destination');
+    if (spec.kind === 'qlan' && isMulticast(spec.destination.address)) bad('Q-LAN streams are unicast');
+    if (spec.redundant && !this.o.lanB) bad('redundant stream needs LAN B');
+    const ssrc = this.nextSsrc++ >>> 0;
+    const lans = [this.o.lanA, ...(spec.redundant && this.o.lanB ? [this.o.lanB] : [])];
+    const payloadType = spec.kind === 'qlan' ? QLAN_PAYLOAD_TYPE : 96;
+    const senders = lans.map(
+      (lan) =>
+        new RtpSender({
+          format,
+          payloadType,
+          destination: spec.destination,
+          bindAddress: lan,
+          multicastInterface: isMulticast(spec.destination.address) ? lan : null,
+          ttl: spec.ttl ?? 32,
+          ssrc,
+          clock: this.o.mediaClock,
+        }),
+    );
+    try {
+      for (const s of senders) await s.start();
+    } catch (e) {
+      await Promise.all(senders.map((s) => s.stop()));
+      throw new AudioEngineError('AUDIO_ERR_STREAM_START', `stream ${spec.id}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+    const st = this.o.mediaClock.status();
+    const sdp =
+      spec.kind === 'aes67'
+        ? encodeSdp({
+            sessionId: String(ssrc),
+            sessionVersion: '1',
+            origin: this.o.lanA,
+            name: spec.name ?? `${this.o.board.id} ${spec.id}`,
+            destination: spec.destination.address,
+            ttl: spec.ttl ?? 32,
+            port: spec.destination.port,
+            payloadType,
+            encoding: format.encoding as 'L24' | 'L16',
+            channels: format.channels,
+            rate: 48000,
+            ptimeMs: format.framesPerPacket / 48,
+            framesPerPacket: format.framesPerPacket,
+            ptp: st.grandmaster ? { gmIdentity: st.grandmaster, domain: st.domain } : null,
+            mediaclkOffset: 0,
+            info: spec.channelMap.map((c) => c + 1).join(' '),
+          })
+        : null;
+    const s: TxStream = {
+      spec: { ...spec, channelMap: [...spec.channelMap] },
+      format,
+      senders,
+      resampler: new Resampler(format.channels, 9600),
+      tracker: new DriftTracker(this.o.txBufferFrames ?? 480),
+      scratchIn: new Float32Array(this.block * format.channels),
+      scratchOut: new Float32Array(format.framesPerPacket * format.channels),
+      sdp,
+      ssrc,
+    };
+    this.tx.set(spec.id, s);
+    this.o.logger.info('audio_stream_opened', {
+      id: spec.id,
+      direction: 'tx',
+      kind: spec.kind,
+      channels: format.channels,
+    });
+    return this.txStatus(s);
+  }
+
+  async openRx(spec: RxStreamSpec): Promise<StreamStatus> {
+    if (!this.playback) throw new AudioEngineError('AUDIO_ERR_NOT_STARTED', 'engine not started');
+    this.checkId(spec.id);
+    if (spec.kind !== 'qlan' && spec.kind !== 'aes67') bad(`kind ${String(spec.kind)}`);
+    if (
+      !Array.isArray(spec.channelMap) ||
+      spec.channelMap.some((c) => !Number.isInteger(c) || c < -1 || c >= this.playCh)
+    )
+      bad(`channelMap must list playback channels 0..${this.playCh - 1} or -1`);
+    const format = this.formatFor(spec.kind, spec.channelMap.length, spec.encoding, spec.framesPerPacket);
+    this.checkEndpoint(spec.source, 'source');
+    if (spec.redundant && !this.o.lanB) bad('redundant stream needs LAN B');
+    const delayMs = spec.delayMs ?? (spec.kind === 'qlan' ? 2 : 3);
+    if (!(delayMs >= 0.5 && delayMs <= 500)) bad(`delayMs ${delayMs} out of 0.5..500`);
+    const group = isMulticast(spec.source.address) ? spec.source.address : null;
+    const lans = [this.o.lanA, ...(spec.redundant && this.o.lanB ? [this.o.lanB] : [])];
+    const channels = format.channels;
+    const receiver = new RtpReceiver({
+      binding: this.o.datagram,
+      clock: this.o.clock,
+      mediaClock: this.o.mediaClock,
+      logger: this.o.logger.child({ stream: spec.id }),
+      format,
+      payloadType: spec.payloadType ?? (spec.kind === 'qlan' ? QLAN_PAYLOAD_TYPE : 96),
+      delayFrames: Math.round(delayMs * 48),
+      paths: lans.map((lan) => ({
+        bindAddress: group ? lan : spec.source.address,
+        port: spec.source.port,
+        group,
+      })),
+      ack: spec.kind === 'qlan' ? { ssrc: this.nextSsrc++ >>> 0, everyMs: 10 } : null,
+      sink: (samples, frames) => this.onRxPacket(spec, channels, samples, frames),
+    });
+    try {
+      await receiver.start();
+    } catch (e) {
+      await receiver.close();
+      throw new AudioEngineError('AUDIO_ERR_STREAM_START', `stream ${spec.id}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+    const s: RxStream = { spec: { ...spec, channelMap: [...spec.channelMap] }, format, receiver };
+    this.rx.set(spec.id, s);
+    this.o.logger.info('audio_stream_opened', { id: spec.id, direction: 'rx', kind: spec.kind, channels });
+    return this.rxStatus(s);
+  }
+
+  async close(id: string): Promise<void> {
+    const t = this.tx.get(id);
+    const r = this.rx.get(id);
+    if (!t && !r) throw new AudioEngineError('AUDIO_ERR_NO_STREAM', `no stream ${id}`);
+    this.tx.delete(id);
+    this.rx.delete(id);
+    if (t) await Promise.all(t.senders.map((s) => s.stop()));
+    if (r) await r.receiver.close();
+    this.o.logger.info('audio_stream_closed', { id });
+  }
+
+  private txStatus(s: TxStream): StreamStatus {
+    return {
+      id: s.spec.id,
+      direction: 'tx',
+      kind: s.spec.kind,
+      channels: s.format.channels,
+      counters: s.senders[0]!.counters(),
+      sdp: s.sdp,
+      driftPpm: s.tracker.ppm,
+    };
+  }
+
+  private rxStatus(s: RxStream): StreamStatus {
+    return {
+      id: s.spec.id,
+      direction: 'rx',
+      kind: s.spec.kind,
+      channels: s.format.channels,
+      counters: s.receiver.counters(),
+    };
+  }
+
+  list(): StreamStatus[] {
+    return [
+      ...[...this.tx.values()].map((s) => this.txStatus(s)),
+      ...[...this.rx.values()].map((s) => this.rxStatus(s)),
+    ];
+  }
+
+  /** Per-channel gain in dB (-100 = silence) and mute, for 'input' (capture) or 'output' (playback). */
+  setGain(side: 'input' | 'output', channel: number, db: number): void {
+    const ctl = side === 'input' ? this.inputControls : this.outputControls;
+    if (!Number.isInteger(channel) || channel < 0 || channel >= ctl.gain.length)
+      bad(`${side} channel ${channel}`);
+    if (!Number.isFinite(db) || db > 24) bad(`gain ${db} dB (max +24)`);
+    ctl.gain[channel] = dbToLinear(db);
+  }
+
+  setMute(side: 'input' | 'output', channel: number, mute: boolean): void {
+    const ctl = side === 'input' ? this.inputControls : this.outputControls;
+    if (!Number.isInteger(channel) || channel < 0 || channel >= ctl.mute.length)
+      bad(`${side} channel ${channel}`);
+    ctl.mute[channel] = mute ? 1 : 0;
+  }
+
+  /** Peak/RMS per channel since the last call. */
+  meters(): {
+    input: Array<{ peakDb: number; rmsDb: number }>;
+    output: Array<{ peakDb: number; rmsDb: number }>;
+  } {
+    return { input: this.inputMeters.read(), output: this.outputMeters.read() };
+  }
+
+  async stop(): Promise<void> {
+    for (const id of [...this.tx.keys(), ...this.rx.keys()]) await this.close(id);
+    await this.capture?.close();
+    await this.playback?.close();
+    this.capture = null;
+    this.playback = null;
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The MediaClock seam: PTP time for the audio engine, plus an honest lock status.
+ *
+ * PTP time here is TAI nanoseconds. Both bindings map it from the monotonic clock with one anchor
+ * taken at creation (PTP = monotonic + anchor). ptp4l (software timestamps) or phc2sys (hardware)
+ * discipline the system clock's frequency, and CLOCK_MONOTONIC follows that frequency without
+ * ever stepping, so the mapping stays right while never jumping. Workers receive the anchor and
+ * compute the same mapping from `process.hrtime.bigint()`.
+ */
+export type LockState = 'unlocked' | 'locking' | 'locked' | 'master';
+
+export interface MediaClockStatus {
+  state: LockState;
+  source: 'free-running' | 'ptp4l';
+  domain: number;
+  /** Offset from the master in ns (ptp4l's master_offset), null when unknown. */
+  offsetNs: number | null;
+  pathDelayNs: number | null;
+  /** Grandmaster clock identity as SDP writes it (`00-11-22-FF-FE-33-44-55`), null when none. */
+  grandmaster: string | null;
+  portState: string | null;
+  /** Why the state is what it is, for people. */
+  detail: string;
+}
+
+export interface MediaClockEvent {
+  event: 'state';
+  from: LockState;
+  to: LockState;
+  cause: string;
+  status: MediaClockStatus;
+}
+
+export interface MediaClock {
+  /** PTP (TAI) time now, ns. */
+  nowNs(): bigint;
+  /** ptpNs = monotonicNs (process.hrtime.bigint()) + anchorNs. */
+  readonly anchorNs: bigint;
+  status(): MediaClockStatus;
+  onEvent(handler: (e: MediaClockEvent) => void): () => void;
+  close(): Promise<void>;
+}
+
+/** TAI - UTC in seconds since 2017 (used until ptp4l tells us otherwise). */
+export const TAI_UTC_OFFSET_S = 37;
+
+export function systemAnchorNs(): bigint {
+  const mono = process.hrtime.bigint();
+  const wallNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+  return wallNs + BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n - mono;
+}
+
+/** No PTP: the machine's own clock, always reported `unlocked`. */
+export function createFreeRunningClock(domain = 0, anchorNs = systemAnchorNs()): MediaClock {
+  const status: MediaClockStatus = Object.freeze({
+    state: 'unlocked',
+    source: 'free-running',
+    domain,
+    offsetNs: null,
+    pathDelayNs: null,
+    grandmaster: null,
+    portState: null,
+    detail: 'no ptp4l: free-running local clock',
+  });
+  return {
+    anchorNs,
+    nowNs: () => process.hrtime.bigint() + anchorNs,
+    status: () => status,
+    onEvent: () => () => undefined,
+    close: async () => undefined,
+  };
+}
+
+/** A clock for unit tests: time is whatever the test sets. */
+export class FakeMediaClock implements MediaClock {
+  readonly anchorNs = 0n;
+  private current: MediaClockStatus;
+  private readonly handlers = new Set<(e: MediaClockEvent) => void>();
+  constructor(
+    public now: bigint = 1_700_000_000_000_000_000n,
+    state: LockState = 'unlocked',
+  ) {
+    this.current = {
+      state,
+      source: 'free-running',
+      domain: 0,
+      offsetNs: null,
+      pathDelayNs: null,
+      grandmaster: null,
+      portState: null,
+      detail: 'fake',
+    };
+  }
+  nowNs(): bigint {
+    return this.now;
+  }
+  status(): MediaClockStatus {
+    return this.current;
+  }
+  set(status: Partial<MediaClockStatus>, cause = 'test'): void {
+    const from = this.current.state;
+    this.current = { ...this.current, ...status };
+    if (from !== this.current.state)
+      for (const h of this.handlers)
+        h({ event: 'state', from, to: this.current.state, cause, status: this.current });
+  }
+  onEvent(handler: (e: MediaClockEvent) => void): () => void {
+    this.handlers.add(handler);
+    return () => this.handlers.delete(handler);
+  }
+  async close(): Promise<void> {}
+}

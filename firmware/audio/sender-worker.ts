@@ -1,0 +1,182 @@
+/**
+ * The RTP sender's worker thread (entry point; see sender.ts for the main-thread side).
+ *
+ * Pacing: packet n is due at start + n x packetNs on the monotonic clock (mapped from the PTP
+ * timeline by the main thread). The worker sleeps with Atomics.wait until `leadUs` before the
+ * deadline, spins the rest, writes the packet into the next preallocated buffer (never one whose
+ * send is still in flight), sends it on a connected socket, then returns to its event loop
+ * (setImmediate) so libuv actually writes the datagram before the next one.
+ */
+import dgram from 'node:dgram';
+import { createRequire } from 'node:module';
+import { parentPort, workerData } from 'node:worker_threads';
+import { RTP_HEADER_BYTES, writePayload, writeRtpHeader, type SampleEncoding } from './rtp-codec.js';
+
+export interface SenderWorkerData {
+  host: string;
+  port: number;
+  bindAddress: string;
+  sourcePort: number;
+  multicastInterface: string | null;
+  ttl: number;
+  dscp: number | null;
+  encoding: SampleEncoding;
+  channels: number;
+  framesPerPacket: number;
+  payloadType: number;
+  ssrc: number;
+  firstSequence: number;
+  /** When more than this many packets behind, skip ahead instead of bursting (counted). */
+  maxBurstPackets: number;
+  packetNs: number;
+  /** Interleaved float32 ring, `ringFrames` frames. */
+  ring: SharedArrayBuffer;
+  ringFrames: number;
+  /** Int32 control words, see CTL_*. */
+  control: SharedArrayBuffer;
+  /** Float64 per-packet lateness log (ns after due at send), length may be 0. */
+  lateLog: SharedArrayBuffer;
+  leadUs: number;
+  buffers: number;
+  /** 'keep-time': an underrun sends silence and still consumes that packet's slot of the ring. */
+  underrun: 'keep-time' | 'hold';
+}
+
+export const CTL_WRITE = 0;
+export const CTL_READ = 1;
+export const CTL_STOP = 2;
+export const CTL_SENT = 3;
+export const CTL_UNDERRUN = 4;
+export const CTL_BUSY = 5;
+export const CTL_LATE = 6;
+export const CTL_SEND_ERRORS = 7;
+export const CTL_SLEEP = 8;
+export const CTL_DSCP_SET = 9;
+export const CTL_SKIPPED = 10;
+export const CTL_WORDS = 16;
+
+function run(d: SenderWorkerData): void {
+  const ctl = new Int32Array(d.control);
+  const ring = new Float32Array(d.ring);
+  const lateLog = new Float64Array(d.lateLog);
+  const ch = d.channels;
+  const fpp = d.framesPerPacket;
+  const spp = fpp * ch;
+  const bps = d.encoding === 'F32' ? 4 : d.encoding === 'L24' ? 3 : 2;
+  const size = RTP_HEADER_BYTES + spp * bps;
+  const bufs: Buffer[] = [];
+  const inFlight = new Uint8Array(d.buffers);
+  const callbacks: Array<(err: Error | null) => void> = [];
+  for (let i = 0; i < d.buffers; i++) {
+    bufs.push(Buffer.alloc(size));
+    callbacks.push((err) => {
+      inFlight[i] = 0;
+      if (err) Atomics.add(ctl, CTL_SEND_ERRORS, 1);
+    });
+  }
+  const scratch = new Float32Array(spp);
+  let start = 0n;
+  let firstTimestamp = 0;
+  const leadNs = d.leadUs * 1000;
+  const sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  let n = 0;
+  let next = 0;
+
+  const tick = (): void => {
+    if (Atomics.load(ctl, CTL_STOP)) {
+      sock.close();
+      parentPort?.postMessage({ type: 'stopped', sent: n });
+      return;
+    }
+    let due = n * d.packetNs;
+    let now = Number(process.hrtime.bigint() - start);
+    if (now - due > d.maxBurstPackets * d.packetNs) {
+      // Far behind (the machine stalled): skip the missed packets, keeping time and audio aligned.
+      const skip = Math.floor((now - due) / d.packetNs);
+      n += skip;
+      due = n * d.packetNs;
+      Atomics.add(ctl, CTL_SKIPPED, skip);
+      const avail = (Atomics.load(ctl, CTL_WRITE) - Atomics.load(ctl, CTL_READ)) | 0;
+      Atomics.add(
+        ctl,
+        CTL_READ,
+        d.underrun === 'keep-time' ? skip * fpp : Math.min(avail - (avail % fpp), skip * fpp),
+      );
+    }
+    const ahead = due - now - leadNs;
+    if (ahead > 0) Atomics.wait(ctl, CTL_SLEEP, 0, ahead / 1e6);
+    while (now < due) now = Number(process.hrtime.bigint() - start);
+    if (now - due > d.packetNs) Atomics.add(ctl, CTL_LATE, 1);
+    if (inFlight[next]) {
+      // Every buffer is still with the OS: skip this packet rather than corrupt one in flight.
+      Atomics.add(ctl, CTL_BUSY, 1);
+    } else {
+      const buf = bufs[next]!;
+      writeRtpHeader(
+        buf,
+        d.payloadType,
+        n === 0,
+        (d.firstSequence + n) & 0xffff,
+        (firstTimestamp + n * fpp) >>> 0,
+        d.ssrc,
+      );
+      const w = Atomics.load(ctl, CTL_WRITE);
+      const r = Atomics.load(ctl, CTL_READ);
+      if (((w - r) | 0) >= fpp) {
+        const at = (r >>> 0) % d.ringFrames;
+        if (at + fpp <= d.ringFrames) writePayload(d.encoding, ring, at * ch, spp, buf, RTP_HEADER_BYTES);
+        else {
+          const first = (d.ringFrames - at) * ch;
+          scratch.set(ring.subarray(at * ch), 0);
+          scratch.set(ring.subarray(0, spp - first), first);
+          writePayload(d.encoding, scratch, 0, spp, buf, RTP_HEADER_BYTES);
+        }
+        Atomics.store(ctl, CTL_READ, (r + fpp) | 0);
+      } else {
+        scratch.fill(0);
+        writePayload(d.encoding, scratch, 0, spp, buf, RTP_HEADER_BYTES);
+        Atomics.add(ctl, CTL_UNDERRUN, 1);
+        // Keep the ring on time: the frames for this packet, when they come, are already stale.
+        if (d.underrun === 'keep-time') Atomics.store(ctl, CTL_READ, (r + fpp) | 0);
+      }
+      inFlight[next] = 1;
+      sock.send(buf, callbacks[next]);
+      Atomics.add(ctl, CTL_SENT, 1);
+      if (n < lateLog.length) lateLog[n] = Number(process.hrtime.bigint() - start) - due;
+      next = (next + 1) % d.buffers;
+    }
+    n++;
+    setImmediate(tick);
+  };
+
+  sock.on('error', () => Atomics.add(ctl, CTL_SEND_ERRORS, 1));
+  sock.bind({ address: d.bindAddress, port: d.sourcePort }, () => {
+    if (d.multicastInterface) {
+      sock.setMulticastInterface(d.multicastInterface);
+      sock.setMulticastTTL(d.ttl);
+      sock.setMulticastLoopback(true);
+    }
+    if (d.dscp !== null) {
+      try {
+        const req = createRequire(import.meta.url);
+        process.noDeprecation = true; // sockopt reads socket._handle (DEP0112)
+        const so = req('sockopt') as { setsockopt: (s: unknown, l: number, o: number, v: number) => void };
+        so.setsockopt(sock, 0 /* IPPROTO_IP */, 1 /* IP_TOS */, d.dscp << 2);
+        Atomics.store(ctl, CTL_DSCP_SET, 1);
+      } catch {
+        Atomics.store(ctl, CTL_DSCP_SET, -1);
+      }
+    }
+    sock.connect(d.port, d.host, () => {
+      // The main thread anchors the timeline only now, so start-up time never makes packets late.
+      parentPort?.once('message', (go: { startMonoNs: string; firstTimestamp: number }) => {
+        start = BigInt(go.startMonoNs);
+        firstTimestamp = go.firstTimestamp;
+        tick();
+      });
+      parentPort?.postMessage({ type: 'ready', local: sock.address() });
+    });
+  });
+}
+
+if (parentPort && workerData) run(workerData as SenderWorkerData);
