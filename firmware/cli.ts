@@ -33,6 +33,7 @@ Commands:
   control    call a method on a peripheral's control link (TCP 1700)
   bundle     make keys, sign, verify and inspect firmware bundles
   audio      AES67/Q-LAN tools: ptp4l config, SAP listener, test tone
+  image      build SD-card images and their update bundles (build|base|synthetic-base|inspect)
   manager    run the Peripheral Manager alone, show the certificate, reset the password
   board      check a board configuration file
   version    print the version
@@ -234,6 +235,23 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       return cmdDiscover(rest);
     case 'board':
       return cmdBoard(rest);
+    case 'image': {
+      // Bench/build tooling lives in scripts/ (firmware/ never imports it statically); a device
+      // install does not ship it.
+      const spec = '../scripts/image/cli.js';
+      try {
+        const mod = (await import(spec)) as {
+          runImageCli: (a: string[], e: NodeJS.ProcessEnv) => Promise<number>;
+        };
+        return await mod.runImageCli(rest, env);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND') {
+          process.stderr.write('qperiph image: not available in this install\n');
+          return 1;
+        }
+        throw err;
+      }
+    }
     case 'audio':
       return (await import('./audio/cli.js')).runAudioCli(rest, env);
     case 'bundle':

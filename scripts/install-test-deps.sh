@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
-packages=(tshark iproute2 systemd python3 procps socat openssl hostapd wpasupplicant chromium fonts-dejavu-core gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-base linuxptp alsa-utils)
+packages=(tshark iproute2 systemd python3 procps socat openssl hostapd wpasupplicant chromium fonts-dejavu-core gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-base linuxptp alsa-utils genimage mtools dosfstools e2fsprogs fakeroot fdisk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,0 +1,84 @@
+/**
+ * The real base root file system: Debian trixie for the card's CPU, made by
+ * mmdebstrap (foreign CPUs run through qemu-user + binfmt_misc). The mirror is
+ * never written into the project: it is read from the host's apt sources at
+ * build time, or given with --mirror.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ImageError } from './errors.js';
+import type { ImageProfile } from './layout.js';
+
+/** The first Debian archive URI in apt sources text (one-line .list or deb822 .sources). Pure. */
+export function mirrorFromSources(text: string): string | null {
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    let m = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/.exec(line);
+    if (m && !/security/.test(m[2] as string) && !/security/.test(m[1] as string))
+      return (m[1] as string).replace(/\/$/, '');
+    m = /^URIs:\s*(\S+)/i.exec(line);
+    if (m && !/security/.test(m[1] as string)) return (m[1] as string).replace(/\/$/, '');
+  }
+  return null;
+}
+
+export async function hostMirror(etc = '/etc/apt'): Promise<string> {
+  const files = [join(etc, 'sources.list')];
+  const d = await readdir(join(etc, 'sources.list.d')).catch(() => [] as string[]);
+  files.push(
+    ...d
+      .filter((n) => n.endsWith('.list') || n.endsWith('.sources'))
+      .sort()
+      .map((n) => join(etc, 'sources.list.d', n)),
+  );
+  for (const f of files) {
+    const m = mirrorFromSources(await readFile(f, 'utf8').catch(() => ''));
+    if (m) return m;
+  }
+  throw new ImageError(
+    'IMAGE_ERR_MIRROR',
+    `no Debian mirror found in ${etc}/sources.list{,.d}: pass --mirror URL`,
+  );
+}
+
+export const BASE_PACKAGES: Record<ImageProfile['kind'], string[]> = {
+  'rpi-ab-gpt': ['raspi-firmware', 'linux-image-arm64'],
+  'uboot-ab-mbr': ['u-boot-omap', 'linux-image-armmp', 'libubootenv-tool'],
+};
+
+const COMMON = [
+  'systemd',
+  'systemd-sysv',
+  'udev',
+  'dbus',
+  'systemd-resolved',
+  'openssh-server',
+  'nodejs',
+  'initramfs-tools',
+  'ca-certificates',
+  'linuxptp',
+  'wpasupplicant',
+  'alsa-utils',
+  'gpiod',
+  'iproute2',
+];
+
+/** The mmdebstrap command line for a board's base tarball. Pure. */
+export function mmdebstrapArgs(
+  profile: ImageProfile,
+  mirror: string,
+  out: string,
+  suite = 'trixie',
+): string[] {
+  return [
+    `--architectures=${profile.arch}`,
+    '--variant=minbase',
+    '--components=main,non-free-firmware',
+    `--include=${[...COMMON, ...BASE_PACKAGES[profile.kind]].join(',')}`,
+    // the image build adds its own; a base must not carry host keys or an identity
+    '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_* ; : > "$1"/etc/machine-id',
+    suite,
+    out,
+    mirror,
+  ];
+}
