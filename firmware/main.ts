@@ -13,25 +13,11 @@ import { createJsonLogger, type Logger } from './log/logger.js';
 import { createNodeDatagramBinding, type DatagramBinding } from './net/datagram-binding.js';
 import { resolveLanAddress, systemInterfaceLister, type InterfaceLister } from './net/interfaces.js';
 import { join } from 'node:path';
-import {
-  AlsaAudioBinding,
-  AudioEngine,
-  createAudioDatagramBinding,
-  createFreeRunningClock,
-  Ptp4lClock,
-  VirtualAudioBinding,
-  type MediaClock,
-} from './audio/index.js';
-import { createStreamApi, registerAudioControls } from './audio/control-bridge.js';
-import { ControlRegistry } from './control/registry.js';
-import { ControlService } from './control/service.js';
-import { GpioService } from './io/gpio-service.js';
-import { createGpioBinding, createSerialBinding } from './io/select.js';
-import { SerialBridge } from './io/serial-bridge.js';
+import type { AudioEngine, MediaClock } from './audio/index.js';
+import type { ControlService } from './control/service.js';
 import { packageVersion } from './paths.js';
-import { PeripheralManager } from './peripheral-manager/index.js';
-import { DeviceIdentity } from './pki/index.js';
-import { createBundleUploadHandler, createUpdateService, type UpdateService } from './update/index.js';
+import type { PeripheralManager } from './peripheral-manager/index.js';
+import type { UpdateService } from './update/index.js';
 import { deviceRef, controlRef } from './qdp/qdp-query.js';
 import { QdpService, type QdpSelfDescription } from './qdp/service.js';
 import { HealthRegistry, eventLoopLagCheck } from './systemd/health.js';
@@ -150,6 +136,39 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     },
   });
   await qdp.start();
+
+  // The first announcement is out. The other services' modules load only now, so discovery
+  // does not wait for them (the web stack and X.509 code take most of a second to load).
+  const [
+    {
+      AlsaAudioBinding,
+      AudioEngine,
+      createAudioDatagramBinding,
+      createFreeRunningClock,
+      Ptp4lClock,
+      VirtualAudioBinding,
+    },
+    { createStreamApi, registerAudioControls },
+    { ControlRegistry },
+    { ControlService },
+    { GpioService },
+    { createGpioBinding, createSerialBinding },
+    { SerialBridge },
+    { PeripheralManager },
+    { DeviceIdentity },
+    { createBundleUploadHandler, createUpdateService },
+  ] = await Promise.all([
+    import('./audio/index.js'),
+    import('./audio/control-bridge.js'),
+    import('./control/registry.js'),
+    import('./control/service.js'),
+    import('./io/gpio-service.js'),
+    import('./io/select.js'),
+    import('./io/serial-bridge.js'),
+    import('./peripheral-manager/index.js'),
+    import('./pki/identity.js'),
+    import('./update/index.js'),
+  ]);
 
   // Device identity (TLS key + certificate) for the manager and the control link.
   const lanAddrs = Object.values(qdp.lanAddresses()).filter((a): a is string => !!a);

@@ -28,7 +28,13 @@ import {
   summarise,
   type CertSummary,
 } from './cert-check.js';
-import { EC_P256, x509 } from './x509.js';
+import type * as X509 from '@peculiar/x509';
+import { EC_P256 } from './ec.js';
+
+/** @peculiar/x509 costs ~300 ms to load: only certificate and CSR generation need it. */
+async function loadX509(): Promise<typeof X509> {
+  return (await import('./x509.js')).x509;
+}
 
 export interface IdentityMaterial {
   /** PKCS#8 PEM private key. */
@@ -87,7 +93,7 @@ async function cryptoKeys(
   return { privateKey, publicKey };
 }
 
-function sanEntries(dns: string[], ips: string[]): x509.JsonGeneralName[] {
+function sanEntries(dns: string[], ips: string[]): X509.JsonGeneralName[] {
   return [
     ...dns.map((value) => ({ type: 'dns' as const, value })),
     ...ips.map((value) => ({ type: 'ip' as const, value })),
@@ -227,6 +233,7 @@ export class DeviceIdentity {
     const now = o.clock.wallMs();
     const serial = randomBytes(16);
     serial[0] = serial[0]! & 0x7f;
+    const x509 = await loadX509();
     const cert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: serial.toString('hex'),
       name: [{ CN: [o.hostname] }, { O: ['qperiph'] }],
@@ -265,7 +272,8 @@ export class DeviceIdentity {
   /** A PKCS#10 request for the device key, as PEM. */
   async createCsr(req: CsrRequest): Promise<string> {
     validateCsrRequest(req);
-    const name: x509.JsonName = [];
+    const x509 = await loadX509();
+    const name: X509.JsonName = [];
     for (const f of ['C', 'ST', 'L', 'O', 'OU'] as const) {
       const v = req[f];
       if (v) name.push({ [f]: [v] });
