@@ -4,7 +4,7 @@
  * frozen), opens the device state, starts the services, tells systemd
  * READY=1, pings the watchdog while healthy, and stops cleanly.
  */
-import type { BoardConfig } from './config/board-types.js';
+import type { BoardConfig, LanConfig } from './config/board-types.js';
 import { loadBoardConfig } from './config/board-config.js';
 import { StateStore } from './config/state-store.js';
 import { createSystemClock, type ClockSource, type TimerHandle } from './clock/clock.js';
@@ -19,7 +19,7 @@ import { packageVersion } from './paths.js';
 import type { PeripheralManager } from './peripheral-manager/index.js';
 import type { UpdateService } from './update/index.js';
 import { deviceRef, controlRef } from './qdp/qdp-query.js';
-import { QdpService, type QdpSelfDescription } from './qdp/service.js';
+import { QdpService, type LanId, type QdpSelfDescription } from './qdp/service.js';
 import { HealthRegistry, eventLoopLagCheck } from './systemd/health.js';
 import { createNotifyTransport, SystemdNotifier } from './systemd/sd-notify.js';
 import { watchdogIntervalMs, WatchdogPinger } from './systemd/watchdog.js';
@@ -114,8 +114,8 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   };
 
   let firstAnnounceLogged = false;
-  const lans = [{ id: 'a' as const, config: board.network.lanA }];
-  if (board.network.lanB) lans.push({ id: 'b' as const, config: board.network.lanB } as never);
+  const lans: Array<{ id: LanId; config: LanConfig }> = [{ id: 'a', config: board.network.lanA }];
+  if (board.network.lanB) lans.push({ id: 'b', config: board.network.lanB });
   const qdp = new QdpService({
     binding: options.datagrams ?? createNodeDatagramBinding(),
     clock,

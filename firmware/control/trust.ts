@@ -90,20 +90,33 @@ export function recordPending(
   });
 }
 
+type CoreList = 'trustedCores' | 'pendingCores' | 'declinedCores';
+
+/** Put a Core on `target` and off the other two lists (a no-op when it is already there). */
+function moveCore(
+  store: StateStore,
+  core: { name?: string; fingerprint256: string },
+  nowIso: string,
+  target: 'trustedCores' | 'declinedCores',
+): Promise<Readonly<DeviceState>> {
+  const fp = normaliseFingerprint(core.fingerprint256);
+  return store.update((s) => {
+    const known = entry([s.trustedCores, s.pendingCores, s.declinedCores], fp);
+    if (has(s[target], fp)) return;
+    for (const list of ['trustedCores', 'pendingCores', 'declinedCores'] as CoreList[]) {
+      if (list !== target) s[list] = without(s[list], fp);
+    }
+    s[target].push({ name: core.name ?? known?.name ?? 'core', fingerprint256: fp, addedAt: nowIso });
+  });
+}
+
 /** Trust a Core (moves it out of pending/declined). */
 export function trustCore(
   store: StateStore,
   core: { name?: string; fingerprint256: string },
   nowIso: string,
 ): Promise<Readonly<DeviceState>> {
-  const fp = normaliseFingerprint(core.fingerprint256);
-  return store.update((s) => {
-    const known = entry([s.trustedCores, s.pendingCores, s.declinedCores], fp);
-    if (has(s.trustedCores, fp)) return;
-    s.pendingCores = without(s.pendingCores, fp);
-    s.declinedCores = without(s.declinedCores, fp);
-    s.trustedCores.push({ name: core.name ?? known?.name ?? 'core', fingerprint256: fp, addedAt: nowIso });
-  });
+  return moveCore(store, core, nowIso, 'trustedCores');
 }
 
 /** Decline a Core (moves it out of trusted/pending); its connections are then refused. */
@@ -112,14 +125,7 @@ export function declineCore(
   core: { name?: string; fingerprint256: string },
   nowIso: string,
 ): Promise<Readonly<DeviceState>> {
-  const fp = normaliseFingerprint(core.fingerprint256);
-  return store.update((s) => {
-    const known = entry([s.trustedCores, s.pendingCores, s.declinedCores], fp);
-    if (has(s.declinedCores, fp)) return;
-    s.trustedCores = without(s.trustedCores, fp);
-    s.pendingCores = without(s.pendingCores, fp);
-    s.declinedCores.push({ name: core.name ?? known?.name ?? 'core', fingerprint256: fp, addedAt: nowIso });
-  });
+  return moveCore(store, core, nowIso, 'declinedCores');
 }
 
 /** Remove a Core from every list. With all lists empty, secure communication is off again. */
