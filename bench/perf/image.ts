@@ -3,6 +3,7 @@
  *
  *   npm run bench:image                          # rpi4, synthetic base, 2 full builds + 1 incremental
  *   npm run bench:image -- --board beaglebone-black --base /path/base.tar --runs 1
+ *   npm run bench:image -- --native-modules /tmp/nm-arm64/node_modules   # the card's tree (image native-modules)
  *
  * Without --base it uses the synthetic base (a tiny stand-in root file system),
  * so the figures are the pipeline's own cost: our runtime and production
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     board: { type: 'string', default: 'rpi4-hifiberry-dacplusadc' },
     base: { type: 'string' },
     runs: { type: 'string', default: '2' },
+    'native-modules': { type: 'string' },
   },
 });
 
@@ -60,7 +62,10 @@ async function main(): Promise<void> {
       await makeSyntheticBase(base, imageProfile(board).kind);
     }
     const baseKind = values.base ? `base ${values.base} (${mib((await stat(base)).size)})` : 'synthetic base';
-    process.stderr.write(`image bench: ${board.id}, ${baseKind}, ${packages.length} production packages\n`);
+    const nmKind = values['native-modules']
+      ? `node_modules ${values['native-modules']}`
+      : `${packages.length} host production packages (filtered)`;
+    process.stderr.write(`image bench: ${board.id}, ${baseKind}, ${nmKind}\n`);
     const progress = createJsonLogger({
       write: (l) => process.stderr.write(`  ${(JSON.parse(l) as { step?: string }).step ?? 'done'} `),
     });
@@ -75,6 +80,7 @@ async function main(): Promise<void> {
         sourceDateEpoch: 1_700_000_000,
         version: '0.0.0-bench',
         packages,
+        nativeModules: values['native-modules'] ? path.resolve(values['native-modules']) : undefined,
         logger: progress,
       });
       const ms = performance.now() - t0;
@@ -94,7 +100,7 @@ async function main(): Promise<void> {
     const r = last as BuildResult;
     const card = r.files.find((f) => f.name.endsWith('.img'));
     const sys = r.files.find((f) => f.name === 'system.ext4');
-    console.log(`board                  ${board.id} (${r.layout}), ${baseKind}`);
+    console.log(`board                  ${board.id} (${r.layout}), ${baseKind}; ${nmKind}`);
     console.log(`full build             ${full.map((m) => `${(m / 1000).toFixed(1)} s`).join(', ')}`);
     console.log(
       `incremental rebuild    ${(inc.ms / 1000).toFixed(1)} s (same base, one runtime file changed)`,

@@ -23,6 +23,7 @@ import {
   utimes,
   writeFile,
   lutimes,
+  readFile,
 } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -46,6 +47,8 @@ import {
   type ImageProfile,
   type ImageSizes,
 } from './layout.js';
+import { assertNativeTree } from './native-check.js';
+import { withoutFallback } from './native-stage.js';
 import { stageRuntime, type RuntimeReport } from './runtime.js';
 import { renderSettingsTemplate, SETTINGS_FILE } from './settings.js';
 import { encodeUbootEnv } from './uboot-env.js';
@@ -80,7 +83,7 @@ export interface BuildOptions {
   signing?: SigningInput;
   /** Production package dirs (default: npm ls --omit=dev). */
   packages?: string[];
-  /** node_modules installed for the card's CPU; fills native add-on gaps (see runtime.ts). */
+  /** node_modules built for the card's CPU (native-stage.ts); replaces the host's tree in the image. */
   nativeModules?: string;
   logger?: Logger;
 }
@@ -194,16 +197,61 @@ async function clampTree(dir: string, sde: number): Promise<void> {
 
 // ---- step 1: the overlay ----
 
+/** Where the image puts the runtime the launcher runs (qperiph.service's ExecStart). */
+export const FACTORY_TREE = 'opt/qperiph/factory';
+/** The launcher's --app-root: A/B app slots for updates. */
+export const APP_ROOT = 'opt/qperiph/slots';
+
+/** The targets of a unit's `[Install] WantedBy=` lines (pure). */
+export function wantedBy(unitText: string): string[] {
+  let section = '';
+  const out: string[] = [];
+  for (const raw of unitText.split('\n')) {
+    const line = raw.trim();
+    const sec = /^\[(.+)\]$/.exec(line);
+    if (sec) section = sec[1] as string;
+    else if (section === 'Install') {
+      const m = /^WantedBy=(.*)$/.exec(line);
+      if (m) out.push(...(m[1] as string).split(/\s+/).filter(Boolean));
+    }
+  }
+  return out;
+}
+
 async function stageOverlay(o: BuildOptions, profile: ImageProfile, overlay: string): Promise<RuntimeReport> {
   const b = o.board;
   const runtime = await stageRuntime(
     o.projectRoot,
-    join(overlay, 'opt/qperiph/slots/a'),
+    join(overlay, FACTORY_TREE),
     profile.arch,
     o.packages,
     o.nativeModules,
   );
-  await symlink('slots/a', join(overlay, 'opt/qperiph/current'));
+  // Whatever went in, the slot carries no add-on the card cannot load.
+  await assertNativeTree(join(overlay, FACTORY_TREE), profile.arch, 'runtime stage');
+  if (o.nativeModules) {
+    const gaps = withoutFallback(runtime.missingNative);
+    if (gaps.length > 0)
+      throw new ImageError(
+        'IMAGE_ERR_NATIVE_MISSING',
+        `--native-modules has no ${profile.arch} binary for ${gaps.join(', ')} (run 'qperiph image native-modules')`,
+        { files: gaps },
+      );
+  }
+  // The app slots (contract B): empty on a fresh card, so the launcher runs the
+  // factory tree; the layout is what initDirectorySlots() would make.
+  for (const slot of ['a', 'b']) await mkdir(join(overlay, APP_ROOT, slot), { recursive: true });
+  await symlink('a', join(overlay, APP_ROOT, 'current'));
+  // The runtime (User=qperiph) writes the slots: tmpfiles hands them over at boot.
+  await writeText(
+    join(overlay, 'etc/tmpfiles.d/qperiph.conf'),
+    [
+      'd /opt/qperiph/slots 0755 qperiph qperiph -',
+      'd /opt/qperiph/slots/a 0755 qperiph qperiph -',
+      'd /opt/qperiph/slots/b 0755 qperiph qperiph -',
+      '',
+    ].join('\n'),
+  );
   await writeText(join(overlay, 'etc/qperiph/board.json'), `${JSON.stringify(b, null, 2)}\n`);
   const settingsDir = profile.kind === 'rpi-ab-gpt' ? 'boot/bootconfig' : 'boot/firmware';
   await writeText(join(overlay, 'etc/qperiph/settings-dir'), `${settingsDir}\n`);
@@ -226,6 +274,17 @@ async function stageOverlay(o: BuildOptions, profile: ImageProfile, overlay: str
     join(sysd, 'qperiph-firstboot.service'),
   );
   await symlink('/etc/systemd/system/qperiph.service', join(sysd, 'multi-user.target.wants/qperiph.service'));
+  // Socket units of the runtime (socket activation), enabled as their [Install] says.
+  for (const n of (await readdir(join(o.projectRoot, 'scripts/systemd')))
+    .filter((f) => f.endsWith('.socket'))
+    .sort()) {
+    const text = await readFile(join(o.projectRoot, 'scripts/systemd', n), 'utf8');
+    await copyFile(join(o.projectRoot, 'scripts/systemd', n), join(sysd, n));
+    for (const target of wantedBy(text)) {
+      await mkdir(join(sysd, `${target}.wants`), { recursive: true });
+      await symlink(`/etc/systemd/system/${n}`, join(sysd, `${target}.wants`, n));
+    }
+  }
   await symlink(
     '/etc/systemd/system/qperiph-firstboot.service',
     join(sysd, 'sysinit.target.wants/qperiph-firstboot.service'),
@@ -404,6 +463,8 @@ export async function buildImage(o: BuildOptions): Promise<BuildResult> {
       `missing tools: ${missing.join(', ')} (apt-get install genimage mtools dosfstools e2fsprogs fakeroot)`,
     );
   const profile = imageProfile(o.board);
+  // A card-CPU node_modules carrying a host/macOS/Windows add-on is refused before anything is written.
+  if (o.nativeModules) await assertNativeTree(o.nativeModules, profile.arch, '--native-modules');
   const sizes = { ...DEFAULT_SIZES, ...o.sizes };
   const env = toolEnv(o.sourceDateEpoch);
   const outDir = resolve(o.outDir);

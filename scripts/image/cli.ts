@@ -15,6 +15,8 @@ import { buildImage } from './build.js';
 import { ImageError } from './errors.js';
 import { imageProfile } from './layout.js';
 import { makeSyntheticBase } from './synthetic-base.js';
+import { stageNativeModules } from './native-stage.js';
+import { bootSmoke } from './boot-smoke.js';
 
 export const IMAGE_HELP = `Usage: qperiph image <command> [options]
 
@@ -24,6 +26,12 @@ Commands:
   base            make the Debian trixie base root tarball with mmdebstrap
                   (arm64/armhf through qemu-user + binfmt; slow: run once, niced)
   synthetic-base  write a tiny stand-in base tarball (CI, benchmarks; does not boot)
+  native-modules  install the production node_modules for the card's CPU into a
+                  scratch dir, cross-compile add-ons without a usable prebuild,
+                  check every .node (ELF e_machine); pass <out>/node_modules to
+                  'build --native-modules'
+  boot            boot a built image in qemu-system-aarch64 (virt) and wait for
+                  the runtime's READY=1 (opt-in smoke test, slow under TCG)
   inspect         print an image's partition table and boot files
 
 build options:
@@ -36,13 +44,18 @@ build options:
   --sign-chain FILE  PEM chain of the signer, leaf first
   --epoch N          SOURCE_DATE_EPOCH (default: $SOURCE_DATE_EPOCH, else 2024-01-01)
   --system-mib N     system partition size (default: content + 25 % + 32 MiB)
-  --native-modules D node_modules installed for the card's CPU (npm ci --omit=dev
-                     --cpu=arm64 --os=linux, or built in the arm chroot): fills the
-                     native add-ons the host tree lacks
+  --native-modules D node_modules built for the card's CPU (from 'native-modules'):
+                     the image's node_modules instead of the host's; refused if any
+                     .node in it is not an ELF for the card
   --keep-work        keep the scratch tree under <out>/.work
 
 base options:
   --board ID|FILE  --out FILE  [--mirror URL (default: the host's apt sources)]  [--suite trixie]
+native-modules options:
+  --board ID|FILE  --out DIR (scratch, outside the project)  [--nodedir DIR (Node headers;
+  default: next to node, else /usr)]  [--skip-install (reuse <out>/node_modules)]
+boot options:
+  --board ID|FILE  --out DIR (the build's output dir: system.ext4, boot.vfat)  [--timeout S (600)]
 synthetic-base options:
   --board ID|FILE  --out FILE
 inspect:
@@ -143,6 +156,9 @@ export async function runImageCli(argv: string[], env: NodeJS.ProcessEnv = proce
         'system-mib': { type: 'string' },
         'keep-work': { type: 'boolean' },
         mirror: { type: 'string' },
+        nodedir: { type: 'string' },
+        'skip-install': { type: 'boolean' },
+        timeout: { type: 'string' },
         suite: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -167,6 +183,28 @@ export async function runImageCli(argv: string[], env: NodeJS.ProcessEnv = proce
     if (cmd === 'synthetic-base') {
       await makeSyntheticBase(resolve(need('out')), profile.kind);
       return 0;
+    }
+    if (cmd === 'native-modules') {
+      const r = await stageNativeModules({
+        projectRoot: root,
+        outDir: resolve(need('out')),
+        arch: profile.arch,
+        skipInstall: values['skip-install'] ?? false,
+        nodeDir: values.nodedir ? resolve(values.nodedir) : undefined,
+        logger: createJsonLogger(),
+      });
+      process.stdout.write(`${JSON.stringify({ event: 'native_stage_result', ...r })}\n`);
+      return 0;
+    }
+    if (cmd === 'boot') {
+      const r = await bootSmoke({
+        outDir: resolve(need('out')),
+        board,
+        timeoutMs: Number(values.timeout ?? '600') * 1000,
+        logger: createJsonLogger(),
+      });
+      process.stdout.write(`${JSON.stringify({ event: 'boot_result', ...r })}\n`);
+      return r.ready ? 0 : 1;
     }
     if (cmd === 'base') {
       const mirror = values.mirror ?? (await hostMirror());

@@ -13,6 +13,10 @@ export type ImageErrorCode =
   | 'IMAGE_ERR_UBOOT_ENV'
   | 'IMAGE_ERR_MIRROR'
   | 'IMAGE_ERR_SIZE'
+  | 'IMAGE_ERR_NATIVE_FOREIGN'
+  | 'IMAGE_ERR_NATIVE_MISSING'
+  | 'IMAGE_ERR_NATIVE_BUILD'
+  | 'IMAGE_ERR_BOOT_SMOKE'
   | 'FLASH_ERR_NOT_BLOCK'
   | 'FLASH_ERR_NOT_REMOVABLE'
   | 'FLASH_ERR_MOUNTED'
@@ -24,8 +28,15 @@ export class ImageError extends QperiphError {
   declare readonly code: ImageErrorCode;
   /** For parse errors: line number (settings file) or byte offset (environment blob). */
   readonly offset: number | undefined;
-  constructor(code: ImageErrorCode, message: string, options?: { cause?: unknown; offset?: number }) {
+  /** For native add-on errors: the files or packages concerned. */
+  readonly files: string[] | undefined;
+  constructor(
+    code: ImageErrorCode,
+    message: string,
+    options?: { cause?: unknown; offset?: number; files?: string[] },
+  ) {
     super(code, message, options);
     this.offset = options?.offset;
+    this.files = options?.files;
   }
 }

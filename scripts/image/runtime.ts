@@ -4,30 +4,17 @@
  * only where they are built for the card's CPU (host binaries never go in).
  */
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, readlink, rm, symlink, copyFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readlink, symlink, copyFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ImageError } from './errors.js';
 import type { DebianArch } from './layout.js';
+import { assertNativeTree, nativeBinaryFits, readHead } from './native-check.js';
+import { addonGaps } from './native-stage.js';
 
 const exec = promisify(execFile);
 
-/** ELF e_machine values of the card CPUs. */
-const EM: Record<DebianArch, number> = { arm64: 183, armhf: 40 };
-
-/**
- * Which CPU a native add-on is built for (pure): 'match', 'foreign' (another
- * CPU, or not Linux ELF at all), judged from the file's first 20 bytes.
- */
-export function nativeBinaryFits(head: Uint8Array, arch: DebianArch): 'match' | 'foreign' {
-  const b = Buffer.from(head.buffer, head.byteOffset, head.length);
-  if (b.length < 20 || b.readUInt32BE(0) !== 0x7f454c46) return 'foreign';
-  const cls = b[4]; // 1 = 32-bit, 2 = 64-bit
-  const le = b[5] === 1;
-  const machine = le ? b.readUInt16LE(18) : b.readUInt16BE(18);
-  const wantClass = arch === 'arm64' ? 2 : 1;
-  return machine === EM[arch] && cls === wantClass ? 'match' : 'foreign';
-}
+export { nativeBinaryFits } from './native-check.js';
 
 export interface RuntimeReport {
   files: number;
@@ -69,7 +56,6 @@ async function copyTree(
   skip: (rel: string, isDir: boolean) => boolean,
   onFile: (rel: string, abs: string) => Promise<boolean>,
   base = src,
-  overwrite = false,
 ): Promise<void> {
   await mkdir(dst, { recursive: true });
   const names = (await readdir(src)).sort();
@@ -79,8 +65,7 @@ async function copyTree(
     const st = await lstat(s);
     const rel = relative(base, s);
     if (skip(rel, st.isDirectory())) continue;
-    if (overwrite && !st.isDirectory()) await rm(d, { force: true });
-    if (st.isDirectory()) await copyTree(s, d, skip, onFile, base, overwrite);
+    if (st.isDirectory()) await copyTree(s, d, skip, onFile, base);
     else if (st.isSymbolicLink()) await symlink(await readlink(s), d);
     else if (st.isFile() && (await onFile(rel, s))) await copyFile(s, d);
   }
@@ -96,7 +81,7 @@ export async function stageRuntime(
   slotDir: string,
   arch: DebianArch,
   packages?: string[],
-  /** A node_modules tree installed for the card's CPU (e.g. `npm ci --omit=dev --cpu=arm64 --os=linux`); its add-ons fill the gaps. */
+  /** A node_modules tree built for the card's CPU (`qperiph image native-modules`): used instead of the host's. */
   nativeModules?: string,
 ): Promise<RuntimeReport> {
   const report: RuntimeReport = { files: 0, bytes: 0, droppedNative: [], missingNative: [] };
@@ -130,6 +115,29 @@ export async function stageRuntime(
   }
   await copyTree(join(projectRoot, 'board-configs'), join(slotDir, 'board-configs'), () => false, plain);
 
+  if (nativeModules) {
+    // The card-CPU tree (qperiph image native-modules) is the slot's node_modules,
+    // whole: nothing of the host's tree goes in. It is checked before a byte is copied.
+    await assertNativeTree(nativeModules, arch, '--native-modules');
+    await copyTree(
+      nativeModules,
+      join(slotDir, 'node_modules'),
+      (r, isDir) =>
+        (isDir && (r === '.bin' || r.endsWith(`${sep}obj.target`))) ||
+        r.endsWith('.map') ||
+        r === '.package-lock.json',
+      async (r, abs) => {
+        if (r.endsWith('.node') && nativeBinaryFits(await readHead(abs), arch) === 'foreign')
+          throw new ImageError('IMAGE_ERR_NATIVE_FOREIGN', `${r} changed while the image was staged`, {
+            files: [r],
+          });
+        await count(abs);
+        return true;
+      },
+    );
+    report.missingNative = (await addonGaps(nativeModules, arch)).missing;
+    return report;
+  }
   const pkgs = packages ?? (await productionPackages(projectRoot));
   const nm = join(projectRoot, 'node_modules') + sep;
   for (const pkg of pkgs) {
@@ -147,7 +155,7 @@ export async function stageRuntime(
       async (r, abs) => {
         if (r.endsWith('.node')) {
           hadNative = true;
-          const head = (await readFile(abs)).subarray(0, 20);
+          const head = await readHead(abs);
           if (nativeBinaryFits(head, arch) === 'foreign') {
             report.droppedNative.push(join(rel, r));
             return false;
@@ -159,28 +167,6 @@ export async function stageRuntime(
       },
     );
     if (hadNative && !fits) report.missingNative.push(rel);
-  }
-  if (nativeModules) {
-    // Overlay the card-CPU tree: packages the host lacks (another CPU's optional
-    // dependency) and add-ons built for the card; foreign binaries still stay out.
-    const fitted = new Set<string>();
-    await copyTree(
-      nativeModules,
-      join(slotDir, 'node_modules'),
-      (r, isDir) => (isDir && (r === '.bin' || r.endsWith(`${sep}obj.target`))) || r.endsWith('.map'),
-      async (r, abs) => {
-        if (r.endsWith('.node')) {
-          if (nativeBinaryFits((await readFile(abs)).subarray(0, 20), arch) === 'foreign') return false;
-          for (const m of report.missingNative)
-            if (join('node_modules', r).startsWith(`${m}${sep}`)) fitted.add(m);
-        }
-        await count(abs);
-        return true;
-      },
-      nativeModules,
-      true,
-    );
-    report.missingNative = report.missingNative.filter((m) => !fitted.has(m));
   }
   report.droppedNative.sort();
   return report;

@@ -18,6 +18,7 @@ import { createPki, derToPem } from '../../firmware/update/pki.js';
 import { loadTrustStore } from '../../firmware/update/trust.js';
 import { buildImage, missingTools, REQUIRED_TOOLS, type BuildOptions } from '../../scripts/image/build.js';
 import { inspectImage } from '../../scripts/image/cli.js';
+import type { ImageError } from '../../scripts/image/errors.js';
 import { UBOOT_ENV } from '../../scripts/image/layout.js';
 import { makeSyntheticBase } from '../../scripts/image/synthetic-base.js';
 import { decodeUbootEnv } from '../../scripts/image/uboot-env.js';
@@ -67,8 +68,8 @@ t.test('SD-card image pipeline (synthetic base)', { skip }, async (t) => {
     await cp(join(PROJECT, p), join(proj, p), { recursive: true, verbatimSymlinks: true });
   }
   const packages = [join(proj, 'node_modules/sockopt'), join(proj, 'node_modules/ws')];
-  // A card-CPU tree: an arm64 ELF add-on for sockopt (whose "linux-arm64" prebuild is
-  // really a macOS binary) and one x86-64 file that must still stay out.
+  // A card-CPU node_modules (what 'qperiph image native-modules' makes): ws and sockopt,
+  // with sockopt's host build and bogus prebuilds (all macOS/x86-64) replaced by an arm64 ELF.
   const elf = (machine: number): Buffer => {
     const b = Buffer.alloc(64);
     b.writeUInt32BE(0x7f454c46, 0);
@@ -77,10 +78,13 @@ t.test('SD-card image pipeline (synthetic base)', { skip }, async (t) => {
     b.writeUInt16LE(machine, 18);
     return b;
   };
-  const native = join(dir, 'native-arm64');
+  const native = join(dir, 'native-arm64/node_modules');
+  for (const p of ['ws', 'sockopt'])
+    await cp(join(proj, 'node_modules', p), join(native, p), { recursive: true, verbatimSymlinks: true });
+  await rm(join(native, 'sockopt/prebuilds'), { recursive: true, force: true });
+  await rm(join(native, 'sockopt/build'), { recursive: true, force: true });
   await mkdir(join(native, 'sockopt/build/Release'), { recursive: true });
   await writeFile(join(native, 'sockopt/build/Release/sockopt.node'), elf(183));
-  await writeFile(join(native, 'sockopt/build/Release/host.node'), elf(62));
 
   const pki = createPki({ nowMs: SDE * 1000 });
   const anchors = join(dir, 'anchor.pem');
@@ -165,13 +169,30 @@ t.test('SD-card image pipeline (synthetic base)', { skip }, async (t) => {
     t.equal(fsck, 0, 'e2fsck -fn clean');
     const dbg = (cmd: string): Promise<string> => run('debugfs', ['-R', cmd, sys]);
     t.match(await dbg('cat /etc/os-release'), /synthetic qperiph test base/, 'the base is in');
+    t.match(await dbg('cat /opt/qperiph/factory/dist/firmware/cli.js'), /qperiph/, 'the runtime is in');
     t.match(
-      await dbg('cat /opt/qperiph/current/dist/firmware/cli.js'),
-      /qperiph/,
-      'the runtime is in, through the current symlink',
+      await dbg('cat /etc/systemd/system/qperiph.service'),
+      /ExecStart=\/usr\/bin\/node \/opt\/qperiph\/factory\/dist\/firmware\/launch\.js --app-root \/opt\/qperiph\/slots /,
+      'the unit runs the launcher from the factory tree',
     );
-    t.match(await dbg('stat /opt/qperiph/current'), /Type: symlink/);
-    t.match(await dbg('ls /opt/qperiph/slots/a/dist/scripts/image'), /firstboot\.js/);
+    t.match(await dbg('ls /opt/qperiph/factory/dist/firmware'), /launch\.js/);
+    t.match(
+      await dbg('stat /opt/qperiph/slots/current'),
+      /Fast link dest: "a"/,
+      'slots as initDirectorySlots makes them',
+    );
+    t.notMatch(
+      await dbg('ls /opt/qperiph/slots/a'),
+      /dist/,
+      'slot a empty: a fresh card runs the factory tree',
+    );
+    t.match(await dbg('cat /etc/tmpfiles.d/qperiph.conf'), /d \/opt\/qperiph\/slots 0755 qperiph qperiph/);
+    t.match(await dbg('ls /opt/qperiph/factory/dist/scripts/image'), /firstboot\.js/);
+    t.match(
+      await dbg('cat /etc/systemd/system/qperiph-firstboot.service'),
+      /\/opt\/qperiph\/factory\/dist\/scripts\/image\/firstboot\.js/,
+    );
+    t.match(await dbg('ls /etc/systemd/system/sockets.target.wants'), /qperiph-manager\.socket/);
     const wants = await dbg('ls -l /etc/systemd/system/multi-user.target.wants');
     t.match(wants, /qperiph\.service/);
     t.match(wants, /ptp4l@eth0\.service/);
@@ -187,19 +208,17 @@ t.test('SD-card image pipeline (synthetic base)', { skip }, async (t) => {
     t.equal((await dbg('cat /etc/machine-id')).trim(), '', 'machine-id empty: made on first boot');
     t.notMatch(await dbg('ls /etc/ssh'), /ssh_host_/, 'no SSH host keys baked in');
     t.match(await dbg('cat /etc/ssh/sshd_config.d/10-qperiph.conf'), /PasswordAuthentication no/);
-    // native add-ons: arm64 kept, host (x86-64) dropped
-    const prebuilds = await dbg('ls /opt/qperiph/slots/a/node_modules/sockopt/prebuilds');
-    t.match(prebuilds, /linux-arm64/);
-    t.notMatch(
-      await dbg('ls /opt/qperiph/slots/a/node_modules/sockopt/prebuilds/linux-x64'),
-      /\.node/,
-      'x86-64 add-on left out',
-    );
-    const release = await dbg('ls /opt/qperiph/slots/a/node_modules/sockopt/build/Release');
+    // native add-ons: the card-CPU tree replaces the host's; nothing of the host's goes in
+    const release = await dbg('ls /opt/qperiph/factory/node_modules/sockopt/build/Release');
     t.match(release, /sockopt\.node/, 'the arm64 build from --native-modules is in');
-    t.notMatch(release, /host\.node/, 'x86-64 files from --native-modules stay out');
+    t.notMatch(
+      await dbg('ls /opt/qperiph/factory/node_modules/sockopt'),
+      /prebuilds/,
+      'no host or macOS prebuilds',
+    );
+    t.match(await dbg('ls /opt/qperiph/factory/node_modules/ws'), /package\.json/);
     t.same(first.runtime.missingNative, [], 'no package left without an add-on for the card');
-    t.ok(first.runtime.droppedNative.some((f) => f.includes('linux-x64')));
+    t.same(first.runtime.droppedNative, [], 'nothing to drop: the tree was checked whole');
     const st = await dbg('stat /etc/qperiph/board.json');
     t.match(st, /User:\s+0\s+Group:\s+0/, 'owned by root without running as root');
     t.match(st, /ctime: 0x6553f100/, 'change time clamped to SOURCE_DATE_EPOCH');
@@ -246,9 +265,41 @@ t.test('SD-card image pipeline (synthetic base)', { skip }, async (t) => {
     t.same(second.files, first.files, 'every image has the same SHA-256');
   });
 
+  await t.test(
+    'a --native-modules tree with a foreign add-on is refused before anything is written',
+    async (t) => {
+      const bad = join(dir, 'native-bad/node_modules');
+      await cp(native, bad, { recursive: true, verbatimSymlinks: true });
+      await writeFile(join(bad, 'sockopt/build/Release/host.node'), elf(62));
+      await mkdir(join(bad, 'sockopt/prebuilds/linux-arm64'), { recursive: true });
+      await writeFile(
+        join(bad, 'sockopt/prebuilds/linux-arm64/node.napi.node'),
+        Buffer.from('cffaedfe0c000001', 'hex'),
+      );
+      const err = await buildImage({ ...common('out-bad'), nativeModules: bad }).then(
+        () => null,
+        (e: ImageError) => e,
+      );
+      t.equal(err?.code, 'IMAGE_ERR_NATIVE_FOREIGN');
+      t.same(err?.files, ['sockopt/build/Release/host.node', 'sockopt/prebuilds/linux-arm64/node.napi.node']);
+      t.match(err?.message, /Mach-O/);
+      t.notOk(existsSync(join(dir, 'out-bad')), 'no output dir');
+      // the same arm64 tree is foreign to the BeagleBone's armhf
+      const bbbErr = await buildImage({
+        ...common('out-bad2'),
+        board: loadBoardConfig(join(PROJECT, 'board-configs/beaglebone-black.json')),
+      }).then(
+        () => null,
+        (e: ImageError) => e,
+      );
+      t.equal(bbbErr?.code, 'IMAGE_ERR_NATIVE_FOREIGN');
+    },
+  );
+
   await t.test('without a signing key the bundle step says so', async (t) => {
     const o = common('out3');
     delete o.signing;
+    delete o.nativeModules;
     o.board = loadBoardConfig(join(PROJECT, 'board-configs/beaglebone-black.json'));
     o.baseTarball = join(dir, 'base-bbb.tar');
     await makeSyntheticBase(o.baseTarball, 'uboot-ab-mbr', SDE);

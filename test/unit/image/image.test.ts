@@ -15,7 +15,7 @@ import { checkTarget, flashImage, inspectTarget } from '../../../scripts/flash/f
 import { mirrorFromSources, mmdebstrapArgs } from '../../../scripts/image/base.js';
 import { runImageCli } from '../../../scripts/image/cli.js';
 import { runFlashCli } from '../../../scripts/flash/flash-sd.js';
-import { usedInodes } from '../../../scripts/image/build.js';
+import { usedInodes, wantedBy } from '../../../scripts/image/build.js';
 import { ImageError } from '../../../scripts/image/errors.js';
 import { deviceHostname, runFirstBoot } from '../../../scripts/image/firstboot.js';
 import {
@@ -383,4 +383,17 @@ t.test('command lines: usage errors exit 2', async (t) => {
     1,
     'missing image: not a refusal, a failure',
   );
+});
+
+t.test('wantedBy: the [Install] targets of a unit', async (t) => {
+  t.same(
+    wantedBy('[Unit]\nWantedBy=nope.target\n[Socket]\nListenStream=80\n[Install]\nWantedBy=sockets.target\n'),
+    ['sockets.target'],
+  );
+  t.same(wantedBy('[Install]\nWantedBy=a.target  b.target\nWantedBy=c.target\n'), [
+    'a.target',
+    'b.target',
+    'c.target',
+  ]);
+  t.same(wantedBy('[Service]\nExecStart=/bin/true\n'), []);
 });
