@@ -93,6 +93,11 @@ export interface BoardConfig {
   network: {
     lanA: LanConfig;
     lanB: LanConfig | null;
+    /**
+     * The OS network stack the Peripheral Manager writes LAN and 802.1X settings for.
+     * Absent = 'systemd-networkd' (what the SD-card images run).
+     */
+    stack?: 'systemd-networkd' | 'ifupdown' | 'networkmanager';
   };
   audio: AudioConfig;
   gpio: GpioConfig;

@@ -1,13 +1,15 @@
 /**
- * The OS seam for network configuration: write/read files, ask the network stack to apply them,
- * and probe connectivity. `createFsNetBinding` is the real one (files under a root directory, an
- * optional apply command); `FakeNetBinding` keeps everything in memory for unit tests.
+ * The OS seam for network configuration: write/read files, run the steps that make the network
+ * stack use them, and probe connectivity. `createFsNetBinding` is the real one (files under a
+ * root directory, steps run as processes, or only logged in a dry run); `FakeNetBinding` keeps
+ * everything in memory for unit tests.
  */
 import { execFile } from 'node:child_process';
-import { createConnection } from 'node:net';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { readFileIfExists, writeFileAtomic } from '../config/atomic-file.js';
+import type { Logger } from '../log/logger.js';
+import type { ApplyStep } from './apply-plan.js';
 import type { RenderedFile } from './render.js';
 
 export interface NetBinding {
@@ -17,17 +19,33 @@ export interface NetBinding {
   write(files: RenderedFile[]): Promise<void>;
   /** Remove a file if present. */
   remove(path: string): Promise<void>;
-  /** Make the OS use the files now (restart networking / reload NM). */
-  apply(): Promise<void>;
+  /**
+   * Make the OS use the files now: run `steps` in order. A failing step that is not optional
+   * rejects (the remaining steps are not run); optional failures are only logged.
+   */
+  apply(steps: ApplyStep[]): Promise<void>;
   /** True when the device can still reach its peers (gateway, Core) after a change. */
   connectivity(): Promise<boolean>;
 }
 
+/** Runs one command; rejects on a non-zero exit, a signal or a timeout. */
+export type CommandRunner = (argv: string[]) => Promise<void>;
+
+export const execCommandRunner: CommandRunner = (argv) =>
+  new Promise((resolve, reject) =>
+    execFile(argv[0]!, argv.slice(1), { timeout: 60_000 }, (err, _out, stderr) =>
+      err
+        ? reject(new Error(`${argv.join(' ')}: ${String(stderr).trim() || err.message}`, { cause: err }))
+        : resolve(),
+    ),
+  );
+
 export interface FsNetBindingOptions {
-  /** Command run by apply(), e.g. ['systemctl', 'restart', 'networking']; none = files only. */
-  applyCommand?: string[];
+  /** Runs apply steps; default: none are run (files only, a dry run). */
+  run?: CommandRunner;
   /** Connectivity probe; default: always true (no probe configured). */
   probe?: () => Promise<boolean>;
+  logger?: Logger;
 }
 
 export function createFsNetBinding(options: FsNetBindingOptions = {}): NetBinding {
@@ -44,17 +62,24 @@ export function createFsNetBinding(options: FsNetBindingOptions = {}): NetBindin
       }
     },
     async remove(path) {
-      const { unlink } = await import('node:fs/promises');
       await unlink(path).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
       });
     },
-    apply() {
-      const cmd = options.applyCommand;
-      if (!cmd || cmd.length === 0) return Promise.resolve();
-      return new Promise((resolve, reject) =>
-        execFile(cmd[0]!, cmd.slice(1), { timeout: 60_000 }, (err) => (err ? reject(err) : resolve())),
-      );
+    async apply(steps) {
+      const run = options.run;
+      if (!run) {
+        options.logger?.debug('netconfig_dry_run', { steps: steps.map((s) => s.argv.join(' ')) });
+        return;
+      }
+      for (const step of steps) {
+        try {
+          await run(step.argv);
+        } catch (err) {
+          if (!step.optional) throw err;
+          options.logger?.warn('netconfig_step_failed', { step: step.argv.join(' '), err });
+        }
+      }
     },
     connectivity: options.probe ?? (() => Promise.resolve(true)),
   };
@@ -62,8 +87,12 @@ export function createFsNetBinding(options: FsNetBindingOptions = {}): NetBindin
 
 export class FakeNetBinding implements NetBinding {
   readonly files = new Map<string, { content: string; mode: number }>();
+  /** Every apply() call's steps, in order. */
+  readonly plans: ApplyStep[][] = [];
   applied = 0;
   online = true;
+  /** Set to make the next apply() reject (once). */
+  failNextApply: Error | null = null;
 
   read(paths: string[]): Promise<Map<string, Buffer | null>> {
     const out = new Map<string, Buffer | null>();
@@ -84,9 +113,12 @@ export class FakeNetBinding implements NetBinding {
     return Promise.resolve();
   }
 
-  apply(): Promise<void> {
+  apply(steps: ApplyStep[]): Promise<void> {
     this.applied++;
-    return Promise.resolve();
+    this.plans.push(steps);
+    const fail = this.failNextApply;
+    this.failNextApply = null;
+    return fail ? Promise.reject(fail) : Promise.resolve();
   }
 
   connectivity(): Promise<boolean> {
@@ -94,30 +126,4 @@ export class FakeNetBinding implements NetBinding {
   }
 }
 
-/**
- * A connectivity probe for `createFsNetBinding`: true when any target answers a TCP connect
- * within `timeoutMs` (an accepted connection or a refusal both prove the path works; a timeout
- * or an unreachable network does not). Typical targets: the gateway's SSH/HTTP port, the Core
- * that claimed the device.
- */
-export function createReachabilityProbe(
-  targets: Array<{ host: string; port: number }>,
-  timeoutMs = 3000,
-): () => Promise<boolean> {
-  const one = (host: string, port: number) =>
-    new Promise<boolean>((resolve) => {
-      const socket = createConnection({ host, port });
-      const done = (ok: boolean) => {
-        socket.destroy();
-        resolve(ok);
-      };
-      socket.setTimeout(timeoutMs, () => done(false));
-      socket.once('connect', () => done(true));
-      socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED'));
-    });
-  return async () => {
-    if (targets.length === 0) return false;
-    const results = await Promise.all(targets.map((t) => one(t.host, t.port)));
-    return results.some(Boolean);
-  };
-}
+export { createReachabilityProbe } from './probe.js';

@@ -1,13 +1,14 @@
 /**
  * Render settings into the files the OS network stack reads (pure: settings in, file list out).
- * Two backends: 'ifupdown' (/etc/network/interfaces.d + wpa_supplicant wired) and
- * 'networkmanager' (keyfiles in /etc/NetworkManager/system-connections). Every path is under
- * `root`, so tests point it at a temp directory; on a device root is '/'.
+ * Three backends: 'systemd-networkd' (/etc/systemd/network/*.network + wpa_supplicant-wired@),
+ * 'ifupdown' (/etc/network/interfaces.d + wpa_supplicant wired) and 'networkmanager' (keyfiles in
+ * /etc/NetworkManager/system-connections). Every path is under `root`, so tests point it at a
+ * temp directory; on a device root is '/'.
  */
 import { join } from 'node:path';
 import type { Dot1xSettings, LanSettings, NetworkSettings } from './types.js';
 
-export type NetBackend = 'ifupdown' | 'networkmanager';
+export type NetBackend = 'systemd-networkd' | 'ifupdown' | 'networkmanager';
 
 export interface RenderedFile {
   path: string;
@@ -31,6 +32,16 @@ export function dot1xFilePaths(root: string): { ca: string; cert: string; key: s
 
 export function wpaSupplicantPath(root: string, iface: string): string {
   return join(root, `etc/wpa_supplicant/qperiph-${iface}.conf`);
+}
+
+/** networkd unit for one LAN; the same name the image's first boot writes, so this replaces it. */
+export function networkdUnitPath(root: string, iface: string): string {
+  return join(root, `etc/systemd/network/20-qperiph-${iface}.network`);
+}
+
+/** The file Debian's wpa_supplicant-wired@<iface>.service reads (-Dwired). */
+export function wpaWiredPath(root: string, iface: string): string {
+  return join(root, `etc/wpa_supplicant/wpa_supplicant-wired-${iface}.conf`);
 }
 
 /** wpa_supplicant configuration for wired 802.1X (ap_scan=0, key_mgmt=IEEE8021X). */
@@ -65,6 +76,20 @@ function ifupdownStanza(iface: string, lan: LanSettings, dns: string[], wpaConf:
   }
   if (wpaConf) out.push('    wpa-driver wired', `    wpa-conf ${wpaConf}`);
   return out.join('\n') + '\n';
+}
+
+function networkdUnit(iface: string, lan: LanSettings, dns: string[], dot1x: boolean): string {
+  const out = ['# written by qperiph; changes are overwritten'];
+  if (dot1x) out.push(`# 802.1X: wpa_supplicant-wired@${iface}.service authenticates the port`);
+  out.push('[Match]', `Name=${iface}`, '', '[Network]');
+  if (lan.mode === 'dhcp') out.push('DHCP=ipv4');
+  else {
+    out.push(`Address=${lan.address}/${lan.prefixLength}`);
+    if (lan.gateway) out.push(`Gateway=${lan.gateway}`);
+  }
+  for (const d of dns) out.push(`DNS=${d}`);
+  out.push('LinkLocalAddressing=ipv4', 'IPv6AcceptRA=no', '');
+  return out.join('\n');
 }
 
 function nmKeyfile(
@@ -110,9 +135,11 @@ function nmKeyfile(
 export function renderNetworkFiles(input: RenderInput): RenderedFile[] {
   const { root, network, interfaces } = input;
   const d = input.dot1x?.enabled ? input.dot1x : null;
-  const files: RenderedFile[] = [
-    { path: join(root, 'etc/hostname'), content: `${network.hostname}\n`, mode: 0o644 },
-  ];
+  // networkd: the hostname is set through hostnamed (see applySteps), not by writing /etc/hostname.
+  const files: RenderedFile[] =
+    input.backend === 'systemd-networkd'
+      ? []
+      : [{ path: join(root, 'etc/hostname'), content: `${network.hostname}\n`, mode: 0o644 }];
   if (d) {
     const p = dot1xFilePaths(root);
     files.push({ path: p.ca, content: d.caCert.trim() + '\n', mode: 0o644 });
@@ -123,7 +150,17 @@ export function renderNetworkFiles(input: RenderInput): RenderedFile[] {
   }
   const lans: Array<[string, LanSettings, Dot1xSettings | null]> = [[interfaces.lanA, network.lanA, d]];
   if (interfaces.lanB && network.lanB) lans.push([interfaces.lanB, network.lanB, null]);
-  if (input.backend === 'ifupdown') {
+  if (input.backend === 'systemd-networkd') {
+    for (const [iface, lan, dot] of lans) {
+      if (dot)
+        files.push({ path: wpaWiredPath(root, iface), content: renderWpaSupplicant(dot, root), mode: 0o600 });
+      files.push({
+        path: networkdUnitPath(root, iface),
+        content: networkdUnit(iface, lan, network.dns, dot !== null),
+        mode: 0o644,
+      });
+    }
+  } else if (input.backend === 'ifupdown') {
     const stanzas: string[] = ['# written by qperiph; changes are overwritten\n'];
     for (const [iface, lan, dot] of lans) {
       const wpa = dot ? wpaSupplicantPath(root, iface) : null;

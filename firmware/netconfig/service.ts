@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { ClockSource, TimerHandle } from '../clock/clock.js';
 import { readFileIfExists, writeFileAtomic } from '../config/atomic-file.js';
 import type { Logger } from '../log/logger.js';
+import { applySteps, type ApplyStep } from './apply-plan.js';
 import type { NetBinding } from './binding.js';
 import { renderNetworkFiles, type NetBackend, type RenderedFile } from './render.js';
 import {
@@ -41,6 +42,17 @@ export interface NetconfigSnapshot {
   pending: { revertAtMs: number } | null;
 }
 
+function ioError(err: unknown): NetconfigError {
+  return new NetconfigError(
+    'NETCONFIG_ERR_IO',
+    `cannot apply network settings: ${(err as Error).message}`,
+    [],
+    {
+      cause: err,
+    },
+  );
+}
+
 const DOT1X_OFF: Dot1xSettings = { enabled: false, method: 'peap-mschapv2', identity: '', caCert: '' };
 
 export class NetconfigService {
@@ -52,6 +64,7 @@ export class NetconfigService {
     previous: Map<string, Buffer | null>;
     prevSettings: [NetworkSettings, Dot1xSettings];
   } | null = null;
+  private busy = false;
   private readonly file: string;
   private readonly log: Logger;
   private readonly listeners = new Set<(event: NetconfigEvent, detail: string) => void>();
@@ -104,13 +117,13 @@ export class NetconfigService {
     };
   }
 
-  applyNetwork(value: unknown): Promise<NetconfigSnapshot> {
+  async applyNetwork(value: unknown): Promise<NetconfigSnapshot> {
     const next = validateNetworkSettings(value);
     return this.apply(next, this.dot1x);
   }
 
   /** Secrets left out or given as the redacted placeholders keep their saved values. */
-  applyDot1x(value: unknown): Promise<NetconfigSnapshot> {
+  async applyDot1x(value: unknown): Promise<NetconfigSnapshot> {
     const v = { ...(value as Record<string, unknown>) };
     if (v['password'] === '********' || v['password'] === undefined) v['password'] = this.dot1x.password;
     if (v['clientKey'] === '(set)' || v['clientKey'] === undefined) v['clientKey'] = this.dot1x.clientKey;
@@ -129,28 +142,41 @@ export class NetconfigService {
     });
   }
 
+  /** The commands that make the OS use these settings' files. */
+  steps(network = this.network, dot1x: Dot1xSettings | null = this.dot1x): ApplyStep[] {
+    return applySteps({ backend: this.o.backend, interfaces: this.o.interfaces, network, dot1x });
+  }
+
   private async apply(network: NetworkSettings, dot1x: Dot1xSettings): Promise<NetconfigSnapshot> {
-    if (this.pending) {
+    if (this.pending || this.busy) {
       throw new NetconfigError('NETCONFIG_ERR_BUSY', 'a change is still waiting for its connectivity check');
     }
+    this.busy = true; // one change at a time, also while this one is being written
+    try {
+      return await this.applyNow(network, dot1x);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async applyNow(network: NetworkSettings, dot1x: Dot1xSettings): Promise<NetconfigSnapshot> {
     const files = this.render(network, dot1x);
     const oldFiles = this.render();
     const paths = [...new Set([...files, ...oldFiles].map((f) => f.path))];
     let previous: Map<string, Buffer | null>;
     try {
       previous = await this.o.binding.read(paths);
+    } catch (err) {
+      throw ioError(err);
+    }
+    try {
       await this.o.binding.write(files);
       for (const p of paths) if (!files.some((f) => f.path === p)) await this.o.binding.remove(p);
-      await this.o.binding.apply();
+      await this.o.binding.apply(this.steps(network, dot1x));
     } catch (err) {
-      throw new NetconfigError(
-        'NETCONFIG_ERR_IO',
-        `cannot apply network settings: ${(err as Error).message}`,
-        [],
-        {
-          cause: err,
-        },
-      );
+      // Half-applied: put the previous files back and apply them, so nothing is left changed.
+      await this.restore(previous, this.steps());
+      throw ioError(err);
     }
     const prevSettings: [NetworkSettings, Dot1xSettings] = [this.network, this.dot1x];
     this.network = network;
@@ -176,26 +202,36 @@ export class NetconfigService {
     } catch (err) {
       this.log.warn('netconfig_probe_failed', { err });
     }
+    // `pending` stays set until the outcome is on disk and told, so no new change can interleave.
     if (ok) {
-      this.pending = null;
-      await this.save();
+      await this.save().catch((err: unknown) => this.log.error('netconfig_save_failed', { err }));
       this.log.info('netconfig_confirmed', {});
       this.emit('netconfig_confirmed', 'connectivity confirmed; network settings kept');
+      this.pending = null;
       return;
     }
+    [this.network, this.dot1x] = p.prevSettings;
+    await this.restore(p.previous, this.steps());
+    this.log.warn('netconfig_reverted', { reason: 'connectivity lost' });
+    this.emit('netconfig_reverted', 'connectivity lost after the change; previous network settings restored');
+    this.pending = null;
+  }
+
+  /** Write back the snapshot (modes as rendered for the settings they belong to) and apply. */
+  private async restore(previous: Map<string, Buffer | null>, steps: ApplyStep[]): Promise<void> {
+    const modes = new Map(this.render().map((f) => [f.path, f.mode]));
     try {
-      for (const [path, bytes] of p.previous) {
+      for (const [path, bytes] of previous) {
         if (bytes === null) await this.o.binding.remove(path);
-        else await this.o.binding.write([{ path, content: bytes.toString('utf8'), mode: 0o600 }]);
+        else
+          await this.o.binding.write([
+            { path, content: bytes.toString('utf8'), mode: modes.get(path) ?? 0o600 },
+          ]);
       }
-      await this.o.binding.apply();
+      await this.o.binding.apply(steps);
     } catch (err) {
       this.log.error('netconfig_revert_failed', { err });
     }
-    [this.network, this.dot1x] = p.prevSettings;
-    this.pending = null;
-    this.log.warn('netconfig_reverted', { reason: 'connectivity lost' });
-    this.emit('netconfig_reverted', 'connectivity lost after the change; previous network settings restored');
   }
 
   private async save(): Promise<void> {

@@ -27,12 +27,22 @@ import { LiveHub } from './live.js';
 import { registerRoutes } from './routes.js';
 import { loadUiFiles, type UiFiles } from './static-files.js';
 
+/** The running firmware and its A/B slots (UpdateService.slotStatus()). */
+export interface FirmwareSlotStatus {
+  /** Package version of the running runtime. */
+  version: string;
+  /** Slot the running system booted from; null when unknown (no boot selector). */
+  bootedSlot: 'a' | 'b' | null;
+  /** Slot a normal boot picks. */
+  primarySlot: 'a' | 'b' | null;
+  /** Update job phase ('idle' when none). */
+  phase: string;
+  /** Slot on trial (booted once, not yet committed), else null. */
+  trialSlot: 'a' | 'b' | null;
+}
+
 export interface StatusExtra {
-  firmware: {
-    version: string;
-    slot: string | null;
-    slots: Array<{ name: string; version: string | null; active: boolean }>;
-  };
+  firmware?: FirmwareSlotStatus;
   ptp: { state: 'locked' | 'unlocked' | 'free-running'; offsetNs: number | null; grandmaster: string | null };
   streams: Array<{ name: string; direction: 'tx' | 'rx'; channels: number; state: string }>;
 }
@@ -48,6 +58,38 @@ export interface ManagerHooks {
   meters?: () => number[];
   /** Extra status from other services (firmware slots, PTP, streams). */
   status?: () => Partial<StatusExtra>;
+  /**
+   * The device-side Core API: a node:http handler for every path under /api/v1/core/ on the
+   * HTTPS port (firmware/update/core-api.ts). It bypasses the admin session and CSRF checks:
+   * it authorizes by the client certificate's pin itself. The HTTP port answers 403.
+   */
+  coreApi?: (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+const CORE_API_PREFIX = '/api/v1/core/';
+const isCoreApiPath = (url: string | undefined): boolean =>
+  url !== undefined && (url.startsWith(CORE_API_PREFIX) || url.split('?')[0] === '/api/v1/core');
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+/**
+ * Route /api/v1/core/* to `core` before fastify sees it (the body is streamed by the handler,
+ * and no session or CSRF applies). Everything else goes to fastify's own request handler.
+ */
+function mountCoreApi(
+  server: FastifyInstance['server'],
+  core: (req: IncomingMessage, res: ServerResponse) => void,
+): void {
+  const previous = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
+  if (previous.length !== 1) throw new QperiphError('MANAGER_ERR_OPTIONS', 'unexpected request listeners');
+  const app = previous[0]!;
+  server.removeAllListeners('request');
+  server.on('request', (req: IncomingMessage, res: ServerResponse) =>
+    isCoreApiPath(req.url) ? core(req, res) : app(req, res),
+  );
 }
 
 export interface PeripheralManagerOptions {
@@ -76,6 +118,11 @@ export interface PeripheralManagerOptions {
   version?: string;
   /** Whole-request body limit in bytes (default 256 KiB). */
   bodyLimit?: number;
+  /**
+   * Listening sockets passed by systemd socket activation (fd numbers, see
+   * systemd/listen-fds.ts); a server with a socket here does not bind its port.
+   */
+  listenFds?: { http?: number; https?: number };
 }
 
 /** Everything the routes share. */
@@ -124,6 +171,10 @@ function checkOptions(o: PeripheralManagerOptions): Readonly<PeripheralManagerOp
     !(Number.isInteger(o.bodyLimit) && o.bodyLimit >= 1024 && o.bodyLimit <= 16 * 1024 * 1024)
   ) {
     problems.push('bodyLimit must be 1 KiB..16 MiB');
+  }
+  for (const [k, fd] of Object.entries(o.listenFds ?? {})) {
+    if (fd !== undefined && !(Number.isInteger(fd) && fd >= 3))
+      problems.push(`listenFds.${k} must be an fd >= 3`);
   }
   if (problems.length > 0)
     throw new QperiphError(
@@ -238,7 +289,13 @@ export class PeripheralManager {
           partNumber: o.board.partNumber,
           platform: o.board.platform,
           isVirtual: o.board.isVirtual,
-          firmware: extra.firmware ?? { version, slot: null, slots: [] },
+          firmware: extra.firmware ?? {
+            version,
+            bootedSlot: null,
+            primarySlot: null,
+            phase: 'idle',
+            trialSlot: null,
+          },
           network: { lanA: lan(o.board.network.lanA), lanB: lan(o.board.network.lanB) },
           uptimeS: Math.floor((o.clock.monotonicMs() - ctx.startedMonoMs) / 1000),
           ptp: extra.ptp ?? { state: 'unlocked', offsetNs: null, grandmaster: null },
@@ -287,7 +344,22 @@ export class PeripheralManager {
       requestTimeout: 60_000,
     };
     const http = Fastify({ ...common });
-    const https = Fastify({ ...common, https: tlsOptions(identity.identity()) });
+    // The Core API identifies a Core by its client certificate's pin: ask for one, never
+    // require it, and do not check its chain (browsers send none; the admin UI is unaffected).
+    const https = Fastify({
+      ...common,
+      https: { ...tlsOptions(identity.identity()), requestCert: true, rejectUnauthorized: false },
+    });
+    const coreApi = o.hooks?.coreApi;
+    mountCoreApi(https.server, (req, res) => {
+      if (coreApi) return coreApi(req, res);
+      req.resume();
+      sendJson(res, 404, { code: 'CORE_ERR_NOT_AVAILABLE', message: 'the Core API is not available' });
+    });
+    mountCoreApi(http.server, (req, res) => {
+      req.resume();
+      sendJson(res, 403, { code: 'CORE_ERR_TLS_REQUIRED', message: 'the Core API is HTTPS only' });
+    });
     const live = new LiveHub(ctx);
     await registerRoutes(http, ctx, false);
     await registerRoutes(https, ctx, true);
@@ -306,16 +378,20 @@ export class PeripheralManager {
     return mgr;
   }
 
-  /** Listen on both ports. */
+  /** Listen on both ports, or on the sockets systemd passed (`listenFds`). */
   async start(): Promise<{ httpPort: number; httpsPort: number }> {
-    const { host, httpPort, httpsPort } = this.ctx.o;
-    await this.http.listen({ host, port: httpPort });
-    await this.https.listen({ host, port: httpsPort });
+    const { host, httpPort, httpsPort, listenFds } = this.ctx.o;
+    // With `fd` node ignores host and port; host is given so fastify does not add 'localhost' binds.
+    const on = (port: number, fd: number | undefined): { host: string; port?: number } =>
+      fd === undefined ? { host, port } : { host: '0.0.0.0', ...{ fd } };
+    await this.http.listen(on(httpPort, listenFds?.http));
+    await this.https.listen(on(httpsPort, listenFds?.https));
     this.listening = true;
     const ports = { httpPort: this.port(this.http), httpsPort: this.port(this.https) };
     this.ctx.log.info('manager_listening', {
       host,
       ...ports,
+      socketActivated: { http: listenFds?.http !== undefined, https: listenFds?.https !== undefined },
       fingerprint256: this.ctx.identity.info().leaf.fingerprint256,
     });
     void this.ctx.events.add(

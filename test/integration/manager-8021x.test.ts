@@ -11,7 +11,12 @@ import { join } from 'node:path';
 import t from 'tap';
 import { createSystemClock } from '../../firmware/clock/clock.js';
 import { createMemoryLogger } from '../../firmware/log/logger.js';
-import { createFsNetBinding, NetconfigService, wpaSupplicantPath } from '../../firmware/netconfig/index.js';
+import {
+  createFsNetBinding,
+  NetconfigService,
+  wpaSupplicantPath,
+  wpaWiredPath,
+} from '../../firmware/netconfig/index.js';
 import { createAuthority, generateKeyPem, issueCertificate } from '../../firmware/pki/index.js';
 
 function has(cmd: string): boolean {
@@ -143,13 +148,11 @@ t.test('wired 802.1X with the written wpa_supplicant config', { skip }, async (t
   });
   t.teardown(() => netconfig.stop());
 
-  const authenticate = async (): Promise<string> => {
-    const conf = wpaSupplicantPath(root, IF_B);
-    const wpa = spawn(
-      'ip',
-      ['netns', 'exec', NS_B, 'wpa_supplicant', '-D', 'wired', '-i', IF_B, '-c', conf],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+  // the ifupdown file by default; the networkd one as wpa_supplicant-wired@.service runs it
+  const authenticate = async (conf = wpaSupplicantPath(root, IF_B)): Promise<string> => {
+    const wpa = spawn('ip', ['netns', 'exec', NS_B, 'wpa_supplicant', `-c${conf}`, '-Dwired', `-i${IF_B}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     children.push(wpa);
     const out = await waitFor(wpa, [/CTRL-EVENT-EAP-SUCCESS/, /CTRL-EVENT-EAP-FAILURE/], 20_000);
     wpa.kill('SIGTERM');
@@ -183,6 +186,31 @@ t.test('wired 802.1X with the written wpa_supplicant config', { skip }, async (t
   t.match(await readFile(wpaSupplicantPath(root, IF_B), 'utf8'), /eap=TLS/);
   out = await authenticate();
   t.match(out, /CTRL-EVENT-EAP-SUCCESS/, 'EAP-TLS authenticates');
+
+  // systemd-networkd backend: the file Debian's wpa_supplicant-wired@<if>.service reads
+  const rootNd = join(dir, 'root-networkd');
+  const nd = await NetconfigService.open({
+    binding: createFsNetBinding(),
+    clock: createSystemClock(),
+    logger: createMemoryLogger(),
+    stateDir: join(dir, 'nd'),
+    root: rootNd,
+    backend: 'systemd-networkd',
+    interfaces: { lanA: IF_B, lanB: null },
+    defaults: { hostname: 'qperiph-dev', dns: [], lanA: { mode: 'dhcp' }, lanB: null },
+    revertAfterMs: 600_000,
+  });
+  t.teardown(() => nd.stop());
+  await nd.applyDot1x({
+    enabled: true,
+    method: 'peap-mschapv2',
+    identity: 'bob',
+    password: 'secret2',
+    caCert: ca.certPem,
+  });
+  nd.stop();
+  out = await authenticate(wpaWiredPath(rootNd, IF_B));
+  t.match(out, /CTRL-EVENT-EAP-SUCCESS/, 'networkd backend: PEAP-MSCHAPv2 authenticates');
 
   // last: after a failure the authenticator holds the port quiet for a while
   await netconfig.applyDot1x({

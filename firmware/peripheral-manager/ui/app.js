@@ -48,6 +48,17 @@ function uptime(s) {
   return (d ? d + 'd ' : '') + h + 'h ' + m + 'm ' + (s % 60) + 's';
 }
 
+// "booted A, primary A" plus the trial and a running update, or null when no slots are known.
+function slotText(f) {
+  if (!f.bootedSlot) return null;
+  const up = (s) => s.toUpperCase();
+  let t = 'booted ' + up(f.bootedSlot);
+  if (f.primarySlot) t += ', primary ' + up(f.primarySlot);
+  if (f.trialSlot) t += ', trial ' + up(f.trialSlot) + ' (not yet committed)';
+  if (f.phase && f.phase !== 'idle') t += ', update: ' + f.phase;
+  return t;
+}
+
 function renderStatus(st) {
   $('dev-name').textContent = st.name;
   $('dev-model').textContent = st.model;
@@ -55,7 +66,8 @@ function renderStatus(st) {
   dl($('status-list'), [
     ['Name', st.name],
     ['Model', st.model + ' (' + st.partNumber + ')'],
-    ['Firmware', st.firmware.version + (st.firmware.slot ? ' — slot ' + st.firmware.slot : '')],
+    ['Firmware', st.firmware.version],
+    ['Slots', slotText(st.firmware)],
     ['LAN A', lan(st.network.lanA)],
     ['LAN B', lan(st.network.lanB)],
     ['Uptime', uptime(st.uptimeS)],
@@ -195,8 +207,10 @@ const loaders = {
     const f = await api('GET', '/firmware');
     dl($('fw-info'), [
       ['Version', f.version],
-      ['Active slot', f.slot],
-      ...f.slots.map((s) => ['Slot ' + s.name, (s.version || 'empty') + (s.active ? ' (active)' : '')]),
+      ['Booted slot', f.bootedSlot ? f.bootedSlot.toUpperCase() : 'unknown'],
+      ['Primary slot', f.primarySlot ? f.primarySlot.toUpperCase() : 'unknown'],
+      ['Trial slot', f.trialSlot ? f.trialSlot.toUpperCase() + ' (not yet committed)' : 'none'],
+      ['Update', f.phase],
     ]);
     $('fw-form').hidden = !f.uploadAvailable;
     $('fw-na').hidden = f.uploadAvailable;

@@ -564,6 +564,15 @@ t.test('legacy /cgi-bin endpoints', async (t) => {
   t.equal(r.net.files.get('/fake/etc/hostname')!.content, 'bench-7\n');
 });
 
+/** Wait (real time) until the connectivity check after a clock advance has finished. */
+async function settled(r: { req: (m: string, u: string) => Promise<Res> }): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if ((await r.req('GET', '/api/v1/network')).json().pending === null) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error('the connectivity check did not finish');
+}
+
 t.test('network change reverts by itself when connectivity is lost', async (t) => {
   const r = await rig(t);
   r.login(await r.req('POST', '/api/v1/auth/setup', { password: 'correct horse' }));
@@ -577,7 +586,7 @@ t.test('network change reverts by itself when connectivity is lost', async (t) =
   res = await r.req('PUT', '/api/v1/network', { hostname: 'bench-2', lanA: { mode: 'dhcp' } });
   t.equal(res.statusCode, 409, 'one change at a time');
   r.clock.advance(30_000);
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await settled(r);
   t.equal((await r.req('GET', '/api/v1/network')).json().pending, null, 'confirmed');
   t.equal((await r.req('GET', '/api/v1/network')).json().network.hostname, 'bench-1');
 
@@ -590,7 +599,7 @@ t.test('network change reverts by itself when connectivity is lost', async (t) =
   t.match(r.net.files.get('/fake/etc/network/interfaces.d/qperiph')!.content, /10\.9\.9\.9/);
   const applied = r.net.applied;
   r.clock.advance(30_000);
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await settled(r);
   t.match(r.net.files.get('/fake/etc/network/interfaces.d/qperiph')!.content, /10\.0\.0\.7/, 'old file back');
   t.equal(r.net.files.get('/fake/etc/hostname')!.content, 'bench-1\n');
   t.equal(r.net.applied, applied + 1, 'applied again');
@@ -613,7 +622,7 @@ t.test('network change reverts by itself when connectivity is lost', async (t) =
   t.match(r.net.files.get('/fake/etc/wpa_supplicant/qperiph-eth0.conf')!.content, /password="secret2"/);
   t.equal(r.net.files.get('/fake/etc/wpa_supplicant/qperiph-eth0.conf')!.mode, 0o600);
   r.clock.advance(30_000);
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await settled(r);
   res = await r.req('PUT', '/api/v1/dot1x', {
     enabled: true,
     method: 'peap-mschapv2',
