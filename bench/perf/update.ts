@@ -11,6 +11,9 @@
  * 3. Worst-case time from a failing trial to the old slot running again:
  *    the health deadline plus the rollback work (the platform's reboot time
  *    comes on top on real hardware).
+ * 4. With `--crash-trials N` (e.g. 1000): the SIGKILL crash-injection test
+ *    (test/integration/update-crash.test.ts) with N trials instead of CI's 200;
+ *    prints its summary and wall time.
  * All files live in a temp directory that is deleted at the end.
  */
 import { spawnSync } from 'node:child_process';
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     'app-size': { type: 'string', default: '100' },
     deadline: { type: 'string', default: '2000' },
     runs: { type: 'string', default: '3' },
+    'crash-trials': { type: 'string', default: '0' },
   },
 });
 const MB = 1024 * 1024;
@@ -215,4 +219,28 @@ try {
   );
 } finally {
   await rm(dir, { recursive: true, force: true });
+}
+
+// 4. many more crash trials than CI runs (the test's own invariants; needs the dev tree with tap)
+const crashTrials = Number(values['crash-trials']);
+if (crashTrials > 0) {
+  progress(`${crashTrials} crash-injection trials`);
+  const t0 = performance.now();
+  const r = spawnSync(
+    'npx',
+    ['tap', '--disable-coverage', '--reporter=terse', '--timeout=0', 'test/integration/update-crash.test.ts'],
+    {
+      cwd: new URL('../../..', import.meta.url).pathname,
+      env: { ...process.env, QPERIPH_CRASH_TRIALS: String(crashTrials) },
+      encoding: 'utf8',
+    },
+  );
+  const secs = (performance.now() - t0) / 1000;
+  const summary = `${r.stdout ?? ''}`
+    .split('\n')
+    .filter((l) => /# \{|pass|fail/.test(l))
+    .slice(-3);
+  console.log(
+    `  crash trials ${crashTrials}            ${secs.toFixed(1)} s  (${r.status === 0 ? 'all invariants held' : `FAILED, exit ${r.status}`}) ${summary.join(' ')}`,
+  );
 }

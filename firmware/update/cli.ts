@@ -253,10 +253,14 @@ export async function runBundleCli(argv: string[], env: Env = process.env): Prom
           ...(crashHook ? { crashHook } : {}),
           healthy: () => Promise.resolve(healthy),
           healthDeadlineMs: 300,
+          ...(env['QPERIPH_UPDATE_PROGRESS_BYTES']
+            ? { progressEveryBytes: Number(env['QPERIPH_UPDATE_PROGRESS_BYTES']) }
+            : {}),
         });
         if (cmd === 'boot') {
           const slot = await dev.selector.boot();
-          logger.info('update.booted', { slot });
+          const system = await dev.systemSelector.boot();
+          logger.info('update.booted', { slot, system });
           const r = await dev.installer.resume();
           out({
             event: 'bundle.boot',

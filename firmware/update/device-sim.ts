@@ -24,19 +24,29 @@ export interface SimDeviceOptions {
   clock?: ClockSource;
   buildTimeMs?: number;
   report?: (o: UpdateOutcome) => void;
+  /** Journal slot-write progress every this many bytes (default: the installer's). */
+  progressEveryBytes?: number;
 }
 
 export async function createSimDevice(
   o: SimDeviceOptions,
-): Promise<{ installer: Installer; selector: DirectoryBootSelector }> {
+): Promise<{ installer: Installer; selector: DirectoryBootSelector; systemSelector: DirectoryBootSelector }> {
   const appRoot = join(o.root, 'app');
   await initDirectorySlots(appRoot);
   const selector = new DirectoryBootSelector(appRoot);
+  // System slots: one rootfs image file per slot, picked by a directory selector of its own.
+  const systemRoot = join(o.root, 'system');
+  await initDirectorySlots(systemRoot);
+  const systemSelector = new DirectoryBootSelector(systemRoot);
   const channel = o.channel ?? 'dev';
   const rotatedTrustFile = join(o.root, 'state', 'trust-anchors.json');
   const opts: ConstructorParameters<typeof Installer>[0] = {
     stateFile: join(o.root, 'state', 'update.json'),
     app: { root: appRoot, selector },
+    system: {
+      selector: systemSelector,
+      rootfs: { a: join(systemRoot, 'rootfs-a.img'), b: join(systemRoot, 'rootfs-b.img') },
+    },
     trust: () =>
       loadTrustStore({ provisionedDir: join(o.root, 'anchors'), channel, rotatedFile: rotatedTrustFile }),
     rotatedTrustFile,
@@ -51,7 +61,8 @@ export async function createSimDevice(
   };
   if (o.crashHook) opts.crashHook = o.crashHook;
   if (o.report) opts.report = o.report;
-  return { installer: new Installer(opts), selector };
+  if (o.progressEveryBytes !== undefined) opts.progressEveryBytes = o.progressEveryBytes;
+  return { installer: new Installer(opts), selector, systemSelector };
 }
 
 /** Parse QPERIPH_UPDATE_CRASH ('phase:<name>' or 'byte:<n>') into a hook that SIGKILLs this process. */

@@ -25,8 +25,23 @@ export {
   UpdateService,
   createBundleUploadHandler,
   pinnedCoreAuthorizer,
+  type SlotStatus,
   type UpdateServiceOptions,
 } from './service.js';
+export {
+  CoreApiError,
+  checkFetchUrl,
+  createCoreApiHandler,
+  decideCoreAccess,
+  parseCoreConfig,
+  type ConfigApplier,
+  type CoreAccess,
+  type CoreApiOptions,
+  type CoreConfig,
+} from './core-api.js';
+export { createConfigApplier } from './core-config.js';
+export { signAppBundle, stageRuntimeTree, type AppBundleOptions } from './runtime-tree.js';
+export { EXIT_RESTART } from './launch.js';
 export { runBundleCli, BUNDLE_HELP } from './cli.js';
 export { encodeAppArchive, decodeAppToc } from './app-archive.js';
 export { createPki, createCertificate } from './pki.js';

@@ -33,6 +33,13 @@ export interface UpdateJob {
   installOrder: string;
   trialStarts: number;
   reason?: string;
+  /**
+   * Slot-write progress: payloads before `payload` (manifest index) are written
+   * and read back; of `payload`, the first `chunks` chunks were written and
+   * synced. A resumed write re-hashes those chunks and continues after the last
+   * one that still matches.
+   */
+  written?: { payload: number; chunks: number };
 }
 
 export interface UpdateOutcome {
@@ -104,6 +111,8 @@ export interface InstallerOptions {
   /** Outcome report (to the Core): called once per finished job. Errors are logged, not thrown. */
   report?: (o: UpdateOutcome) => Promise<void> | void;
   crashHook?: CrashHook;
+  /** Journal the slot-write progress (after a sync) every this many bytes. Default 8 MiB. */
+  progressEveryBytes?: number;
 }
 
 export class Installer {
@@ -234,6 +243,7 @@ export class Installer {
           },
           false,
         );
+        if (err instanceof Error) Object.assign(err, { recorded: true });
         throw err;
       }
       const m = head.manifest;
@@ -284,6 +294,29 @@ export class Installer {
     } finally {
       this.busy = false;
     }
+  }
+
+  /**
+   * Record a job that ended before the installer got it (a download that
+   * failed or was refused while streaming): counted, logged, reported.
+   * Errors thrown by install() itself are already recorded and are skipped.
+   */
+  async recordFailure(err: unknown, step: string): Promise<UpdateOutcome | null> {
+    if ((err as { recorded?: boolean }).recorded) return null;
+    const code = isUpdateError(err) ? err.code : 'UPDATE_ERR_DOWNLOAD';
+    const network = code === 'UPDATE_ERR_DOWNLOAD' || code === 'UPDATE_ERR_BUSY' || !isUpdateError(err);
+    if (!network) this.counters.refused++;
+    return this.finish(
+      {
+        result: network ? 'failed' : 'refused',
+        version: null,
+        manifestDigest: null,
+        code,
+        reason: `${step}: ${(err as Error).message}`,
+        atMs: this.o.clock.wallMs(),
+      },
+      false,
+    );
   }
 
   private rememberOrder(order: string): void {
@@ -401,8 +434,15 @@ export class Installer {
       });
       if (head.manifestDigest !== job.manifestDigest)
         throw new UpdateError('UPDATE_ERR_HASH', 'bundle changed since it was verified');
+      const done = job.written ?? { payload: 0, chunks: 0 };
       let written = 0;
-      for (const p of head.manifest.payloads) {
+      const payloads = head.manifest.payloads;
+      for (let pi = 0; pi < payloads.length; pi++) {
+        const p = payloads[pi] as PayloadEntry;
+        if (pi < done.payload) {
+          written += p.size;
+          continue;
+        }
         if (p.type === 'app') {
           await this.writeApp(file, head, p, job.target, (n) => {
             written += n;
@@ -411,14 +451,51 @@ export class Installer {
         } else if (p.type === 'rootfs' || p.type === 'boot') {
           const dev = (p.type === 'rootfs' ? this.o.system?.rootfs : this.o.system?.boot)?.[job.target];
           if (!dev) throw new UpdateError('UPDATE_ERR_SLOT', `no ${p.type} device for slot ${job.target}`);
-          await this.writeImage(file, head, p, dev, (n) => {
+          const cs = head.manifest.chunkSize;
+          const claimed = pi === done.payload ? done.chunks : 0;
+          const from = claimed > 0 ? await this.verifiedPrefix(dev, p, cs, claimed) : 0;
+          if (claimed > 0)
+            this.o.logger.info('update.write-resumed', { payload: p.name, claimed, fromChunk: from });
+          written += from * cs;
+          const progress = (n: number): void => {
             written += n;
             this.o.crashHook?.({ kind: 'byte', offset: written });
-          });
+          };
+          const checkpoint = async (chunks: number): Promise<void> => {
+            job.written = { payload: pi, chunks };
+            await this.save();
+          };
+          await this.writeImage(file, head, p, dev, from, progress, checkpoint);
         }
+        job.written = { payload: pi + 1, chunks: 0 };
+        await this.save();
       }
     } finally {
       await file.close();
+    }
+  }
+
+  /** How many leading chunks of `device` still match the signed hashes (at most `claimed`). */
+  private async verifiedPrefix(
+    device: string,
+    p: PayloadEntry,
+    cs: number,
+    claimed: number,
+  ): Promise<number> {
+    const fh = await open(device, 'r').catch(() => null);
+    if (!fh) return 0;
+    try {
+      const buf = Buffer.allocUnsafe(cs);
+      const n = Math.min(claimed, p.chunks.length);
+      for (let i = 0; i < n; i++) {
+        const want = Math.min(cs, p.size - i * cs);
+        const { bytesRead } = await fh.read(buf, 0, want, i * cs);
+        if (bytesRead !== want) return i;
+        if (createHash('sha256').update(buf.subarray(0, want)).digest('hex') !== p.chunks[i]) return i;
+      }
+      return n;
+    } finally {
+      await fh.close();
     }
   }
 
@@ -457,16 +534,33 @@ export class Installer {
     head: VerifiedHead,
     p: PayloadEntry,
     device: string,
+    fromChunk: number,
     progress: (n: number) => void,
+    checkpoint: (chunks: number) => Promise<void>,
   ): Promise<void> {
     await (await open(device, 'a')).close();
     const fh = await open(device, 'r+');
     try {
       const cs = head.manifest.chunkSize;
-      await streamPayload(file, head, p, async (_p, i, data) => {
-        await fh.write(data, 0, data.length, i * cs);
-        progress(data.length);
-      });
+      const every = Math.max(cs, this.o.progressEveryBytes ?? 8 * 1024 * 1024);
+      let sinceSync = 0;
+      await streamPayload(
+        file,
+        head,
+        p,
+        async (_p, i, data) => {
+          await fh.write(data, 0, data.length, i * cs);
+          sinceSync += data.length;
+          if (sinceSync >= every && i + 1 < p.chunks.length) {
+            // Durable data first, then the journal that claims it.
+            await fh.sync();
+            await checkpoint(i + 1);
+            sinceSync = 0;
+          }
+          progress(data.length);
+        },
+        fromChunk,
+      );
       await fh.sync();
       // Read back and re-hash before anything can boot it.
       const h = createHash('sha256');

@@ -5,11 +5,12 @@
  * endpoint (HTTPS, mutual TLS) both mount. Never throws from a request handler.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import type { Logger } from '../log/logger.js';
+import type { SlotName } from './boot-selector.js';
 import { downloadBundle } from './downloader.js';
 import { isUpdateError, UpdateError } from './errors.js';
 import { Installer, type InstallerOptions, type UpdateOutcome } from './installer.js';
@@ -21,6 +22,24 @@ export interface UpdateServiceOptions extends InstallerOptions {
   maxBundleBytes: number;
   /** TLS material for downloads from the Core. */
   tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
+  /** Version of the running runtime (its package.json). Default '0.0.0'. */
+  runningVersion?: string;
+}
+
+/** The update state for status pages and the Core (`GET /api/v1/core/firmware`). */
+export interface SlotStatus {
+  /** Version of the running runtime. */
+  version: string;
+  /** App slot the launcher started (null: this device has no app slots). */
+  bootedSlot: SlotName | null;
+  /** App slot a normal start picks. */
+  primarySlot: SlotName | null;
+  /** 'idle' or the journal phase of the running job. */
+  phase: string;
+  /** The slot on trial while a job waits for its trial boot or health check. */
+  trialSlot: SlotName | null;
+  /** What each app slot holds (package.json version; null = empty or unreadable). */
+  slots: Record<SlotName, { version: string | null }>;
 }
 
 export interface UpdateStatus {
@@ -66,6 +85,57 @@ export class UpdateService {
       last: s.last,
       counters: { ...this.installer.counters },
     };
+  }
+
+  /** Booted/primary app slot, job phase, trial slot and what each slot holds. */
+  async slotStatus(): Promise<SlotStatus> {
+    const s = this.installer.current;
+    const job = s.job;
+    const app = this.o.app;
+    const slotVersion = async (slot: SlotName): Promise<string | null> => {
+      if (!app) return null;
+      try {
+        const pkg = JSON.parse(await readFile(join(app.root, slot, 'package.json'), 'utf8')) as {
+          version?: unknown;
+        };
+        return typeof pkg.version === 'string' ? pkg.version : null;
+      } catch {
+        return null;
+      }
+    };
+    const onTrial =
+      job !== null && ['rebooting', 'trial', 'committing'].includes(job.phase) ? job.target : null;
+    return {
+      version: this.o.runningVersion ?? '0.0.0',
+      bootedSlot: app ? await app.selector.booted().catch(() => null) : null,
+      primarySlot: app ? await app.selector.primary().catch(() => null) : null,
+      phase: job?.phase ?? (this.fetching ? 'downloading' : 'idle'),
+      trialSlot: onTrial,
+      slots: { a: { version: await slotVersion('a') }, b: { version: await slotVersion('b') } },
+    };
+  }
+
+  private fetching = false;
+
+  /**
+   * Start a download + install in the background (the Core's fetch request).
+   * Throws UPDATE_ERR_BUSY when a download or a job is already running. The
+   * result is reported through the installer's outcome (a failed download is
+   * recorded as 'failed', a refused bundle as 'refused').
+   */
+  startFetch(url: string): void {
+    if (this.fetching || this.installer.current.job)
+      throw new UpdateError('UPDATE_ERR_BUSY', 'an update is already running');
+    this.fetching = true;
+    this.logger.info('update.fetch', { url });
+    void this.installFromUrl(url)
+      .catch(async (err: unknown) => {
+        this.logger.warn('update.fetch-failed', { url, err });
+        await this.installer.recordFailure(err, 'download').catch(() => undefined);
+      })
+      .finally(() => {
+        this.fetching = false;
+      });
   }
 
   async installFile(path: string): Promise<UpdateOutcome | 'rebooting'> {

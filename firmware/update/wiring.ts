@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { ClockSource } from '../clock/clock.js';
 import type { BoardConfig } from '../config/board-types.js';
 import type { Logger } from '../log/logger.js';
+import { packageVersion } from '../paths.js';
 import {
   DirectoryBootSelector,
   TrybootSelector,
@@ -19,7 +20,7 @@ import { UpdateService } from './service.js';
 import { loadTrustStore, type TrustChannel } from './trust.js';
 
 export interface UpdatePaths {
-  /** App slots (a/, b/, current). Default /opt/qperiph. */
+  /** App slots (a/, b/, current). Default /opt/qperiph/slots (the launcher sets QPERIPH_APP_ROOT). */
   appRoot: string;
   /** Provisioned anchors: <anchorsDir>/<channel>/*.pem. Default /etc/qperiph/anchors. */
   anchorsDir: string;
@@ -37,7 +38,7 @@ export function defaultUpdatePaths(
   const virtual = board.boot.selector === 'directory';
   const sys = join(stateDir, 'system-slots');
   return {
-    appRoot: env['QPERIPH_APP_ROOT'] ?? (virtual ? join(stateDir, 'app') : '/opt/qperiph'),
+    appRoot: env['QPERIPH_APP_ROOT'] ?? (virtual ? join(stateDir, 'app') : '/opt/qperiph/slots'),
     anchorsDir: env['QPERIPH_ANCHORS_DIR'] ?? (virtual ? join(stateDir, 'anchors') : '/etc/qperiph/anchors'),
     bootConfigDir: env['QPERIPH_BOOTCONFIG_DIR'] ?? '/boot/bootconfig',
     rootfs: virtual
@@ -64,6 +65,8 @@ export interface UpdateWiringOptions {
   /** App slots restart by exiting; systemd starts the launcher again. */
   restartApp: () => void;
   paths?: Partial<UpdatePaths>;
+  /** Version of the running runtime (default: its package.json). */
+  version?: string;
 }
 
 function buildTimeMs(): number {
@@ -109,6 +112,7 @@ export function createUpdateService(o: UpdateWiringOptions): UpdateService {
     logger: o.logger.child({ module: 'update' }),
     health: o.health,
     healthDeadlineMs: Number(o.env['QPERIPH_UPDATE_HEALTH_DEADLINE_MS'] ?? 120_000),
+    runningVersion: o.version ?? packageVersion(),
     ...(o.report ? { report: o.report } : {}),
   });
 }

@@ -266,7 +266,7 @@ t.test('qperiph.service unit file', async (t) => {
   const unit = readFileSync(unitPath, 'utf8');
   for (const line of [
     'Type=notify',
-    'NotifyAccess=main',
+    'NotifyAccess=all',
     'WatchdogSec=10s',
     'Restart=on-failure',
     'TimeoutStopSec=5s',

@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +60,23 @@ if (!existsSync(ENTRY)) {
     ).installer.resume();
     if (r === null || r === 'rebooting' || r.result !== 'committed') throw new Error('template setup failed');
   }
+  // System slots: a factory rootfs image in slot a; the update writes slot b chunk by chunk,
+  // journalling its progress every 4 chunks, so a resumed write continues after the last one.
+  const sysCs = 4096;
+  const oldSys = randomBytes(40 * sysCs + 500);
+  const newSys = randomBytes(40 * sysCs + 500);
+  await writeFile(join(template, 'system', 'rootfs-a.img'), oldSys);
+  const v2sys = join(base, 'v2sys.qpb');
+  await makeBundle(v2sys, pki, {
+    version: '2.0.0',
+    securityVersion: 2,
+    installOrder: 'crash-order-sys',
+    chunkSize: sysCs,
+    payloads: [{ name: 'rootfs', type: 'rootfs', data: newSys }],
+  });
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const oldSysHash = sha(oldSys);
+  const newSysHash = sha(newSys);
   const treeHash = async (dir: string): Promise<string> => {
     const h = createHash('sha256');
     for (const f of ['VERSION', 'bin/run.js', 'lib/blob.bin'])
@@ -70,16 +87,23 @@ if (!existsSync(ENTRY)) {
   const templatePrimary = await readlink(join(template, 'app', 'current'));
   const oldHash = await treeHash(join(template, 'app', templatePrimary));
 
+  // The children run the compiled installer only: without tap's NODE_OPTIONS (its process-info
+  // hook, and coverage) each one costs a third of the CPU time.
+  const childEnv: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(childEnv))
+    if (k === 'NODE_OPTIONS' || /^(NODE_V8_COVERAGE|TAP|_TAPJS)/.test(k)) delete childEnv[k];
+
   type Step = 'install' | 'boot';
   interface Trial {
     name: string;
+    system?: boolean;
     healthy: boolean;
     crash: { step: number; spec?: string; externalMs?: number };
   }
   const run = (args: string[], env: Record<string, string>, externalMs?: number) =>
     new Promise<{ code: number | null; signal: string | null; out: string }>((resolve) => {
       const child = spawn(process.execPath, [ENTRY, ...args], {
-        env: { ...process.env, ...env },
+        env: { ...childEnv, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -114,6 +138,14 @@ if (!existsSync(ENTRY)) {
     if (k % 8 === 7) {
       const ms = 40 + (randomBytes(2).readUInt16BE() % 160);
       trials.push({ name: `install killed after ${ms} ms`, healthy, crash: { step: 0, externalMs: ms } });
+    } else if (k % 4 === 1) {
+      const off = randomBytes(4).readUInt32BE() % newSys.length;
+      trials.push({
+        name: `system install@byte ${off}`,
+        system: true,
+        healthy,
+        crash: { step: 0, spec: `byte:${off}` },
+      });
     } else {
       const off = randomBytes(4).readUInt32BE() % v2archive.length;
       trials.push({ name: `install@byte ${off}`, healthy, crash: { step: 0, spec: `byte:${off}` } });
@@ -122,21 +154,23 @@ if (!existsSync(ENTRY)) {
   }
 
   const failures: string[] = [];
-  const results = { committed: 0, rolledBack: 0, killed: 0 };
+  const results = { committed: 0, rolledBack: 0, killed: 0, resumedWrites: 0, systemTrials: 0 };
   const runTrial = async (trial: Trial, i: number): Promise<void> => {
     const t0 = performance.now();
     if (process.env['QPERIPH_CRASH_DEBUG']) process.stderr.write(`start ${trial.name}\n`);
     const root = join(base, `t${i}`);
     await cp(template, root, { recursive: true, verbatimSymlinks: true });
     const steps: Array<{ step: Step; args: string[] }> = [
-      { step: 'install', args: ['install', v2, '--root', root] },
+      { step: 'install', args: ['install', trial.system ? v2sys : v2, '--root', root] },
       { step: 'boot', args: ['boot', '--root', root, ...(trial.healthy ? [] : ['--unhealthy'])] },
       { step: 'boot', args: ['boot', '--root', root, ...(trial.healthy ? [] : ['--unhealthy'])] },
     ];
     for (let s = 0; s <= trial.crash.step; s++) {
       const last = s === trial.crash.step;
-      const env: Record<string, string> =
-        last && trial.crash.spec ? { QPERIPH_UPDATE_CRASH: trial.crash.spec } : {};
+      const env: Record<string, string> = {
+        QPERIPH_UPDATE_PROGRESS_BYTES: String(4 * sysCs),
+        ...(last && trial.crash.spec ? { QPERIPH_UPDATE_CRASH: trial.crash.spec } : {}),
+      };
       const r = await run(steps[s]!.args, env, last ? trial.crash.externalMs : undefined);
       if (r.signal === 'SIGKILL') results.killed++;
       if (last && trial.crash.spec && r.signal !== 'SIGKILL')
@@ -146,14 +180,19 @@ if (!existsSync(ENTRY)) {
     // Power cycles until the journal is idle (at most 4).
     let outcome: string | null = null;
     for (let c = 0; c < 4; c++) {
+      const logger = createMemoryLogger();
       const dev = await createSimDevice({
         root,
-        logger: createMemoryLogger(),
+        logger,
         healthy: () => Promise.resolve(trial.healthy),
         healthDeadlineMs: 100,
+        progressEveryBytes: 4 * sysCs,
       });
       await dev.selector.boot();
+      await dev.systemSelector.boot();
       const r = await dev.installer.resume();
+      if (logger.records.some((x) => x.event === 'update.write-resumed' && Number(x['fromChunk']) > 0))
+        results.resumedWrites++;
       if (r === 'rebooting') continue;
       outcome = r === null ? (dev.installer.current.last?.result ?? 'idle') : r.result;
       break;
@@ -167,7 +206,29 @@ if (!existsSync(ENTRY)) {
     if (state.job !== null) problems.push(`job left in phase ${state.job.phase}`);
     if (existsSync(join(appRoot, 'tryboot'))) problems.push('a trial boot is still pending');
     if (await dev.selector.isBad(primary)) problems.push('the primary is marked bad');
-    if (primaryHash !== oldHash) {
+    // The system slots: the primary image is the old one or, after a commit, the complete new one.
+    const sysPrimary = await dev.systemSelector.primary();
+    const sysHash = sha(
+      await readFile(join(root, 'system', `rootfs-${sysPrimary}.img`)).catch(() => Buffer.alloc(0)),
+    );
+    if (existsSync(join(root, 'system', 'tryboot'))) problems.push('a system trial boot is still pending');
+    if (await dev.systemSelector.isBad(sysPrimary)) problems.push('the system primary is marked bad');
+    if (sysHash !== oldSysHash) {
+      if (!trial.system) problems.push('an app update changed the system primary');
+      else if (sysHash !== newSysHash) problems.push(`system primary ${sysPrimary} is neither old nor new`);
+      else if (state.securityVersion !== 2)
+        problems.push('new system primary but security version not committed');
+      else if (!trial.healthy) problems.push('an unhealthy system trial ended on the new image');
+      else results.committed++;
+    } else if (trial.system) {
+      if (!trial.healthy && state.securityVersion !== 1)
+        problems.push('unhealthy trial committed a security version');
+      results.rolledBack++;
+    }
+    if (trial.system) {
+      results.systemTrials++;
+      if (primaryHash !== oldHash) problems.push('a system update changed the app primary');
+    } else if (primaryHash !== oldHash) {
       // Only a committed new version may be primary, and it must be complete.
       const newDir = join(appRoot, primary);
       const expect = createHash('sha256')
@@ -181,7 +242,7 @@ if (!existsSync(ENTRY)) {
       if (outcome !== 'committed' && state.last?.result !== 'committed')
         problems.push(`new primary without a commit (${outcome})`);
       results.committed++;
-    } else {
+    } else if (!trial.system) {
       if (!trial.healthy && state.securityVersion !== 1)
         problems.push('unhealthy trial committed a security version');
       results.rolledBack++;
@@ -190,6 +251,8 @@ if (!existsSync(ENTRY)) {
     if (trial.crash.spec === 'phase:selector-committed' && primaryHash === oldHash)
       problems.push('a commit that switched the slot was lost');
     if (!trial.healthy && primaryHash !== oldHash) problems.push('an unhealthy trial ended on the new slot');
+    if (trial.system && trial.healthy && sysHash !== newSysHash)
+      problems.push(`a healthy system trial did not end on the new image (${outcome})`);
     if (problems.length)
       failures.push(
         `${trial.name} (${trial.healthy ? 'healthy' : 'unhealthy'}): ${problems.join('; ')} [outcome ${outcome}, snapshot ${await snapshotSlots(appRoot)}]`,
@@ -210,6 +273,11 @@ if (!existsSync(ENTRY)) {
     await Promise.all([worker(), worker(), worker()]);
     t.same(failures, [], 'no trial broke an invariant');
     t.ok(results.killed >= trials.length - 25, `the installer was SIGKILLed in ${results.killed} trials`);
+    if (results.systemTrials > 0)
+      t.ok(
+        results.resumedWrites > 0,
+        `${results.resumedWrites} of ${results.systemTrials} system trials resumed a write after the last synced chunk`,
+      );
     t.ok(
       results.committed > 0 && results.rolledBack > 0,
       `both endings seen (committed ${results.committed}, rolled back ${results.rolledBack})`,
