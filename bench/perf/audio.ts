@@ -10,16 +10,20 @@
  * 3. End-to-end latency: virtual capture (1 ms blocks) -> RTP -> jitter buffer -> virtual playback.
  * 4. Drift: buffer slips at +-100 ppm card error over AUDIO_BENCH_DRIFT_S (default 600) seconds.
  *
- * Env: AUDIO_BENCH_S (seconds per pacing run, default 10).
+ * Env: AUDIO_BENCH_S (seconds per pacing run, default 10); AUDIO_BENCH_PARTS (comma list of
+ * pacing,rt,load,cpu,latency,drift; default all). `rt` repeats the idle pacing runs with the
+ * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSystemClock } from '../../firmware/clock/clock.js';
+import { createSystemClock, FakeClock } from '../../firmware/clock/clock.js';
 import { createMemoryLogger } from '../../firmware/log/logger.js';
 import { createAudioDatagramBinding } from '../../firmware/audio/audio-datagram.js';
+import { VirtualAudioBinding } from '../../firmware/audio/audio-binding.js';
+import { CardRateMatcher } from '../../firmware/audio/card-rate-matcher.js';
 import { DriftTracker, Resampler } from '../../firmware/audio/dsp.js';
 import { createFreeRunningClock, type MediaClock } from '../../firmware/audio/media-clock.js';
 import { rtpTimestampAt } from '../../firmware/audio/media-timeline.js';
@@ -83,7 +87,13 @@ async function startTshark(port: number, file: string): Promise<ChildProcess | n
   return p;
 }
 
-async function pacingRun(name: string, format: AudioFormat, pt: number, port: number): Promise<void> {
+async function pacingRun(
+  name: string,
+  format: AudioFormat,
+  pt: number,
+  port: number,
+  rtPriority: number | null = null,
+): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'qperiph-bench-'));
   const pcap = join(dir, 'cap.pcap');
   const sink = await sinkSocket(port);
@@ -97,8 +107,11 @@ async function pacingRun(name: string, format: AudioFormat, pt: number, port: nu
     ssrc: 1,
     clock,
     lateLogPackets: Math.ceil(packetsPerS * SECONDS) + 10,
+    rtPriority,
   });
   await sender.start();
+  if (rtPriority)
+    name += ` [SCHED_FIFO ${rtPriority}: ${sender.rt}${sender.rtError ? ` ${sender.rtError}` : ''}]`;
   const done = progress(`  ${name}`, SECONDS);
   const t0 = performance.now();
   await sleep(SECONDS * 1000);
@@ -366,6 +379,36 @@ async function latencyRun(delayFrames: number, port: number): Promise<void> {
   void rtpTimestampAt;
 }
 
+/** RX side: media-clock playout -> CardRateMatcher -> virtual card at +-100 ppm, in virtual time. */
+function rxDriftRun(): void {
+  for (const ppm of [100, -100]) {
+    const fake = new FakeClock(0);
+    const card = new VirtualAudioBinding({ clock: fake, ppm, record: false });
+    const pb = card.openPlayback({ device: 'v', channels: 2, periodFrames: 48 });
+    const m = new CardRateMatcher({ channels: 2, targetFrames: 144, blockFrames: 48 });
+    const src = new Float32Array(96);
+    let minQ = Infinity;
+    let maxQ = 0;
+    let sum = 0;
+    let n = 0;
+    for (let ms = 0; ms < DRIFT_S * 1000; ms++) {
+      m.feed(src, 48, pb.queuedFrames!(), (x, f) => pb.write(x, f));
+      fake.advance(1);
+      if (ms >= 30_000) {
+        const q = pb.queuedFrames!();
+        minQ = Math.min(minQ, q);
+        maxQ = Math.max(maxQ, q);
+        sum += m.tracker.ppm;
+        n++;
+      }
+    }
+    const sl = pb.slips!();
+    console.log(
+      `  RX card ${ppm > 0 ? '+' : ''}${ppm} ppm over ${DRIFT_S} s: ${sl.underruns + sl.overruns + m.overflows} slips; card queue after 30 s ${minQ.toFixed(0)}..${maxQ.toFixed(0)} frames; learned ratio ${(sum / n).toFixed(2)} ppm`,
+    );
+  }
+}
+
 function driftRun(): void {
   for (const ppm of [100, -100]) {
     const e = ppm * 1e-6;
@@ -402,21 +445,44 @@ async function main(): Promise<void> {
   console.log(
     `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}`,
   );
-  console.log('Pacing, idle:');
-  await pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24000);
-  await pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24002);
-  console.log('Pacing, HTTP server in this process under 200 req/s from a second process:');
-  await withHttpLoad(() => pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24004));
-  await withHttpLoad(() =>
-    pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24006),
-  );
-  console.log('CPU, one 16 ch stream TX + RX:');
-  await cpuRun();
-  console.log('End-to-end latency:');
-  await latencyRun(96, 24200);
-  await latencyRun(48 * 20, 24202);
-  console.log('Drift (resampler + tracking loop, simulated card):');
-  driftRun();
+  const parts = new Set((process.env['AUDIO_BENCH_PARTS'] ?? 'pacing,rt,load,cpu,latency,drift').split(','));
+  if (parts.has('pacing')) {
+    console.log('Pacing, idle:');
+    await pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24000);
+    await pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24002);
+  }
+  if (parts.has('rt')) {
+    console.log('Pacing, idle, sender worker at real-time priority:');
+    await pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24008, 10);
+    await pacingRun(
+      'AES67 2 ch L24 1 ms',
+      { encoding: 'L24', channels: 2, framesPerPacket: 48 },
+      96,
+      24010,
+      10,
+    );
+  }
+  if (parts.has('load')) {
+    console.log('Pacing, HTTP server in this process under 200 req/s from a second process:');
+    await withHttpLoad(() => pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24004));
+    await withHttpLoad(() =>
+      pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24006),
+    );
+  }
+  if (parts.has('cpu')) {
+    console.log('CPU, one 16 ch stream TX + RX:');
+    await cpuRun();
+  }
+  if (parts.has('latency')) {
+    console.log('End-to-end latency:');
+    await latencyRun(96, 24200);
+    await latencyRun(48 * 20, 24202);
+  }
+  if (parts.has('drift')) {
+    console.log('Drift (resampler + tracking loop, simulated card):');
+    driftRun();
+    rxDriftRun();
+  }
 }
 
 main().catch((e: unknown) => {

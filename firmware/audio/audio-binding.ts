@@ -30,6 +30,14 @@ export interface PlaybackStream {
   write(samples: Float32Array, frames: number): void;
   onError(handler: (err: Error) => void): void;
   readonly restarts: number;
+  /**
+   * Frames written but not yet played by the card, when the binding can tell (the virtual card
+   * can; the aplay pipe cannot). The engine steers its playback resampler on this; without it
+   * the engine writes at media-clock pace and the card's crystal error is not compensated.
+   */
+  queuedFrames?(): number;
+  /** Card-side slips so far: underruns (card ran dry) and overruns (queue full, frames dropped). */
+  slips?(): { underruns: number; overruns: number };
   close(): Promise<void>;
 }
 
@@ -40,6 +48,12 @@ export interface AudioBinding {
 
 export interface VirtualAudioOptions {
   clock: ClockSource;
+  /** Playback queue capacity in frames (the card's buffer). Default 4800 (100 ms). */
+  playbackBufferFrames?: number;
+  /** Keep played frames in `recorded` (default true; long simulations turn it off). */
+  record?: boolean;
+  /** Frames queued before a stopped playback card starts (ALSA start threshold). Default 2 periods. */
+  playbackStartFrames?: number;
   /** Card crystal error: +100 means the card runs 100 ppm fast. */
   ppm?: number;
   /** Source signal per channel: a sine of `toneHz` (default 1000) at `amplitude`, or a custom generator. */
@@ -92,17 +106,86 @@ export class VirtualAudioBinding implements AudioBinding {
     };
   }
 
+  /**
+   * A card that plays at its crystal's pace: it starts once `playbackStartFrames` are queued,
+   * takes one period per period time, and stops on an underrun (counted) until refilled, as ALSA
+   * does. `recorded` holds the frames actually played (underrun gaps are not recorded).
+   */
   openPlayback(c: CaptureOptions): PlaybackStream {
+    const clock = this.o.clock;
     const chans: number[][] = Array.from({ length: c.channels }, () => []);
     this.recorded.push(...chans);
+    const cap = this.o.playbackBufferFrames ?? 4800;
+    const startAt = this.o.playbackStartFrames ?? 2 * c.periodFrames;
+    const q = new Float32Array(cap * c.channels);
+    let head = 0;
+    let count = 0;
+    let running = false;
+    let played = 0;
+    let t0 = 0;
+    let closed = false;
+    let timer: TimerHandle | null = null;
+    const slips = { underruns: 0, overruns: 0 };
+    const record = this.o.record ?? true;
+    const take = (n: number): void => {
+      if (record)
+        for (let f = 0; f < n; f++) {
+          const o = ((head + f) % cap) * c.channels;
+          for (let ch = 0; ch < c.channels; ch++) chans[ch]!.push(q[o + ch]!);
+        }
+      head = (head + n) % cap;
+      count -= n;
+    };
+    const tick = (): void => {
+      timer = null;
+      if (closed || !running) return;
+      const due = Math.floor((clock.monotonicMs() - t0) * this.ratePerMs());
+      // The card consumes whole periods.
+      while (played + c.periodFrames <= due) {
+        if (count < c.periodFrames) {
+          take(count);
+          slips.underruns++;
+          running = false;
+          return;
+        }
+        take(c.periodFrames);
+        played += c.periodFrames;
+      }
+      timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());
+    };
     return {
       write: (s, frames) => {
-        for (let f = 0; f < frames; f++)
-          for (let ch = 0; ch < c.channels; ch++) chans[ch]!.push(s[f * c.channels + ch]!);
+        if (closed) return;
+        let n = frames;
+        if (count + n > cap) {
+          slips.overruns++;
+          n = cap - count;
+        }
+        for (let f = 0; f < n; f++) {
+          const o = ((head + count + f) % cap) * c.channels;
+          for (let ch = 0; ch < c.channels; ch++) q[o + ch] = s[f * c.channels + ch]!;
+        }
+        count += n;
+        if (!running && count >= startAt) {
+          running = true;
+          played = 0;
+          t0 = clock.monotonicMs();
+          timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());
+        }
       },
+      // Like ALSA's delay: what was queued since the card started, less what its crystal has
+      // played by now (continuous, not rounded to the periods the tick takes).
+      queuedFrames: () => {
+        if (!running) return count;
+        return Math.max(0, count + played - (clock.monotonicMs() - t0) * this.ratePerMs());
+      },
+      slips: () => ({ ...slips }),
       onError: () => undefined,
       restarts: 0,
-      close: async () => undefined,
+      close: async () => {
+        closed = true;
+        if (timer) clock.clearTimeout(timer);
+      },
     };
   }
 }

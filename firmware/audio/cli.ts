@@ -9,7 +9,7 @@ import { createMemoryLogger } from '../log/logger.js';
 import { createAudioDatagramBinding } from './audio-datagram.js';
 import { sine } from './dsp.js';
 import { createFreeRunningClock } from './media-clock.js';
-import { ptp4lConfig } from './ptp.js';
+import { needsPhc2sys, phc2sysArgs, ptp4lConfig } from './ptp.js';
 import { qlanFormat, QLAN_PAYLOAD_TYPE, type AudioFormat } from './rtp-codec.js';
 import { SapService } from './sap-service.js';
 import { encodeSdp } from './sdp-codec.js';
@@ -74,13 +74,17 @@ export async function runAudioCli(argv: string[], env: NodeJS.ProcessEnv = proce
       case 'ptp-config': {
         if (typeof values['board'] !== 'string') throw new Error('--board FILE is required');
         const board = loadBoardConfig(values['board']);
-        process.stdout.write(
-          ptp4lConfig({
-            ptp: board.ptp,
-            interface: (values['interface'] as string | undefined) ?? board.network.lanA.interface,
-            udsPath: (values['uds'] as string | undefined) ?? '/run/qperiph/ptp4l',
-          }),
-        );
+        const o = {
+          ptp: board.ptp,
+          interface: (values['interface'] as string | undefined) ?? board.network.lanA.interface,
+          udsPath: (values['uds'] as string | undefined) ?? '/run/qperiph/ptp4l',
+        };
+        process.stdout.write(ptp4lConfig(o));
+        // A PHC needs phc2sys to steer the system clock (the runtime supervises it).
+        if (needsPhc2sys(o))
+          process.stdout.write(
+            `# with it: phc2sys ${phc2sysArgs({ ...o, domain: o.ptp.domain }).join(' ')}\n`,
+          );
         return 0;
       }
       case 'sap-listen': {

@@ -6,6 +6,12 @@
  * (channel map picks capture channels). RX streams (RtpReceiver, jitter buffer, optional LAN B
  * path merged ST 2022-7 style) -> channel map -> output gain/mute and meters -> playback.
  *
+ * The card is opened only while a stream needs it: capture from the first TX stream to the last,
+ * playback from the first RX stream to the last (or always, with `captureWhenIdle` /
+ * `playbackWhenIdle`), so an idle peripheral runs no audio timers at all. Playback goes through a
+ * CardRateMatcher when the binding reports its queue fill, so the card's crystal error never
+ * slips a buffer.
+ *
  * Every operation validates its spec first and throws AudioEngineError with a stable code; a
  * failing open or close never disturbs other streams.
  */
@@ -25,6 +31,7 @@ import {
   type ChannelControls,
 } from './dsp.js';
 import type { MediaClock, MediaClockStatus } from './media-clock.js';
+import { CardRateMatcher } from './card-rate-matcher.js';
 import { RtpReceiver } from './receiver.js';
 import { checkFormat, QLAN_PAYLOAD_TYPE, type AudioFormat, type SampleEncoding } from './rtp-codec.js';
 import { encodeSdp } from './sdp-codec.js';
@@ -93,6 +100,14 @@ export interface AudioEngineOptions {
   txBufferFrames?: number;
   /** Frames per capture/playback block. Default 48 (1 ms). */
   blockFrames?: number;
+  /** Card playback queue the RX drift loop holds, frames. Default 3 blocks. */
+  playbackQueueFrames?: number;
+  /** Keep capture running with no TX stream (live input meters at idle). Default false. */
+  captureWhenIdle?: boolean;
+  /** Keep playback open with no RX stream. Default false. */
+  playbackWhenIdle?: boolean;
+  /** SCHED_FIFO priority for sender worker threads (needs CAP_SYS_NICE); unset = normal. */
+  senderRtPriority?: number | null;
 }
 
 interface TxStream {
@@ -132,6 +147,12 @@ export class AudioEngine {
   private readonly rx = new Map<string, RxStream>();
   private capture: CaptureStream | null = null;
   private playback: PlaybackStream | null = null;
+  private matcher: CardRateMatcher | null = null;
+  private started = false;
+  /** Serialises card open/close so a close racing an open never leaves a card behind. */
+  private cardOps: Promise<void> = Promise.resolve();
+  /** RX opens in progress (they hold playback open while their sockets bind). */
+  private openingRx = 0;
   private readonly capCh: number;
   private readonly playCh: number;
   private readonly block: number;
@@ -156,21 +177,74 @@ export class AudioEngine {
   }
 
   async start(): Promise<void> {
+    this.started = true;
+    if (this.o.captureWhenIdle) this.openCapture();
+    if (this.o.playbackWhenIdle) this.openPlayback();
+  }
+
+  /** Whether the capture / playback side of the card is open now (for tests and status). */
+  cardState(): { capture: boolean; playback: boolean } {
+    return { capture: this.capture !== null, playback: this.playback !== null };
+  }
+
+  private openCapture(): void {
+    if (this.capture) return;
     const cap = this.o.board.audio.capture;
-    const play = this.o.board.audio.playback;
-    this.capture = this.o.audio.openCapture({
+    const c = this.o.audio.openCapture({
       device: cap?.device ?? 'virtual',
       channels: this.capCh,
       periodFrames: this.block,
     });
-    this.capture.onData((s, f) => this.onCapture(s, f));
-    this.capture.onError((e) => this.o.logger.warn('audio_capture_error', { error: e }));
-    this.playback = this.o.audio.openPlayback({
+    c.onData((s, f) => this.onCapture(s, f));
+    c.onError((e) => this.o.logger.warn('audio_capture_error', { error: e }));
+    this.capture = c;
+    this.o.logger.info('audio_card_opened', { side: 'capture' });
+  }
+
+  private openPlayback(): void {
+    if (this.playback) return;
+    const play = this.o.board.audio.playback;
+    const p = this.o.audio.openPlayback({
       device: play?.device ?? 'virtual',
       channels: this.playCh,
       periodFrames: this.block,
     });
-    this.playback.onError((e) => this.o.logger.warn('audio_playback_error', { error: e }));
+    p.onError((e) => this.o.logger.warn('audio_playback_error', { error: e }));
+    this.playback = p;
+    this.mixFrames = 0;
+    this.matcher = p.queuedFrames
+      ? new CardRateMatcher({
+          channels: this.playCh,
+          targetFrames: this.o.playbackQueueFrames ?? 3 * this.block,
+          blockFrames: this.block,
+        })
+      : null;
+    this.o.logger.info('audio_card_opened', { side: 'playback', driftCompensation: this.matcher !== null });
+  }
+
+  /** Close the card sides no stream needs any more. */
+  private releaseCard(): Promise<void> {
+    this.cardOps = this.cardOps.then(async () => {
+      if (this.capture && this.tx.size === 0 && !(this.started && this.o.captureWhenIdle)) {
+        const c = this.capture;
+        this.capture = null;
+        await c.close().catch((e: unknown) => this.o.logger.warn('audio_capture_error', { error: e }));
+        this.o.logger.info('audio_card_closed', { side: 'capture' });
+      }
+      if (
+        this.playback &&
+        this.rx.size === 0 &&
+        this.openingRx === 0 &&
+        !(this.started && this.o.playbackWhenIdle)
+      ) {
+        const p = this.playback;
+        this.playback = null;
+        this.matcher = null;
+        await p.close().catch((e: unknown) => this.o.logger.warn('audio_playback_error', { error: e }));
+        this.o.logger.info('audio_card_closed', { side: 'playback' });
+      }
+    });
+    return this.cardOps;
   }
 
   clockStatus(): MediaClockStatus {
@@ -228,7 +302,11 @@ export class AudioEngine {
     if (!this.mixFrames) return;
     applyGain(this.mix, this.mixFrames, this.playCh, this.outputControls);
     this.outputMeters.feed(this.mix, this.mixFrames);
-    this.playback?.write(this.mix.subarray(0, this.mixFrames * this.playCh), this.mixFrames);
+    const pb = this.playback;
+    const out = this.mix.subarray(0, this.mixFrames * this.playCh);
+    if (pb && this.matcher && pb.queuedFrames)
+      this.matcher.feed(out, this.mixFrames, pb.queuedFrames(), (x, n) => pb.write(x, n));
+    else pb?.write(out, this.mixFrames);
     this.mixFrames = 0;
   }
 
@@ -261,7 +339,7 @@ export class AudioEngine {
   }
 
   async openTx(spec: TxStreamSpec): Promise<StreamStatus> {
-    if (!this.capture) throw new AudioEngineError('AUDIO_ERR_NOT_STARTED', 'engine not started');
+    if (!this.started) throw new AudioEngineError('AUDIO_ERR_NOT_STARTED', 'engine not started');
     this.checkId(spec.id);
     if (spec.kind !== 'qlan' && spec.kind !== 'aes67') bad(`kind ${String(spec.kind)}`);
     if (
@@ -287,12 +365,20 @@ export class AudioEngine {
           ttl: spec.ttl ?? 32,
           ssrc,
           clock: this.o.mediaClock,
+          rtPriority: this.o.senderRtPriority ?? null,
         }),
     );
     try {
-      for (const s of senders) await s.start();
+      for (const s of senders) {
+        await s.start();
+        if (s.rt === 'failed')
+          this.o.logger.warn('audio_sender_rt_failed', { stream: spec.id, tid: s.tid, error: s.rtError });
+      }
+      await this.cardOps;
+      this.openCapture();
     } catch (e) {
       await Promise.all(senders.map((s) => s.stop()));
+      await this.releaseCard();
       throw new AudioEngineError('AUDIO_ERR_STREAM_START', `stream ${spec.id}: ${(e as Error).message}`, {
         cause: e,
       });
@@ -341,7 +427,7 @@ export class AudioEngine {
   }
 
   async openRx(spec: RxStreamSpec): Promise<StreamStatus> {
-    if (!this.playback) throw new AudioEngineError('AUDIO_ERR_NOT_STARTED', 'engine not started');
+    if (!this.started) throw new AudioEngineError('AUDIO_ERR_NOT_STARTED', 'engine not started');
     this.checkId(spec.id);
     if (spec.kind !== 'qlan' && spec.kind !== 'aes67') bad(`kind ${String(spec.kind)}`);
     if (
@@ -373,15 +459,21 @@ export class AudioEngine {
       ack: spec.kind === 'qlan' ? { ssrc: this.nextSsrc++ >>> 0, everyMs: 10 } : null,
       sink: (samples, frames) => this.onRxPacket(spec, channels, samples, frames),
     });
+    this.openingRx++;
     try {
+      await this.cardOps;
+      this.openPlayback();
       await receiver.start();
     } catch (e) {
+      this.openingRx--;
       await receiver.close();
+      await this.releaseCard();
       throw new AudioEngineError('AUDIO_ERR_STREAM_START', `stream ${spec.id}: ${(e as Error).message}`, {
         cause: e,
       });
     }
     const s: RxStream = { spec: { ...spec, channelMap: [...spec.channelMap] }, format, receiver };
+    this.openingRx--;
     this.rx.set(spec.id, s);
     this.o.logger.info('audio_stream_opened', { id: spec.id, direction: 'rx', kind: spec.kind, channels });
     return this.rxStatus(s);
@@ -395,6 +487,7 @@ export class AudioEngine {
     this.rx.delete(id);
     if (t) await Promise.all(t.senders.map((s) => s.stop()));
     if (r) await r.receiver.close();
+    await this.releaseCard();
     this.o.logger.info('audio_stream_closed', { id });
   }
 
@@ -417,6 +510,7 @@ export class AudioEngine {
       kind: s.spec.kind,
       channels: s.format.channels,
       counters: s.receiver.counters(),
+      ...(this.matcher ? { driftPpm: this.matcher.tracker.ppm } : {}),
     };
   }
 
@@ -453,9 +547,7 @@ export class AudioEngine {
 
   async stop(): Promise<void> {
     for (const id of [...this.tx.keys(), ...this.rx.keys()]) await this.close(id);
-    await this.capture?.close();
-    await this.playback?.close();
-    this.capture = null;
-    this.playback = null;
+    this.started = false;
+    await this.releaseCard();
   }
 }

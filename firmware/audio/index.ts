@@ -11,6 +11,6 @@ export { VirtualAudioBinding } from './audio-binding.js';
 export { AlsaAudioBinding } from './alsa-binding.js';
 export { createAudioDatagramBinding } from './audio-datagram.js';
 export { createFreeRunningClock, type MediaClock, type MediaClockStatus } from './media-clock.js';
-export { Ptp4lClock, ptp4lConfig } from './ptp.js';
+export { phc2sysArgs, Ptp4lClock, ptp4lConfig } from './ptp.js';
 export { SapService } from './sap-service.js';
 export { runAudioCli, AUDIO_HELP } from './cli.js';

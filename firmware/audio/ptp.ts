@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import type { PtpConfig } from '../config/board-types.js';
 import type { Logger } from '../log/logger.js';
+import { ProcessSupervisor, type ProcessSeam } from './process-supervisor.js';
 import {
   systemAnchorNs,
   type LockState,
@@ -149,6 +150,46 @@ export function statusFromPmc(
   };
 }
 
+/**
+ * phc2sys command line. With hardware timestamping ptp4l disciplines the NIC's PHC, not the
+ * system clock; our media clock reads CLOCK_MONOTONIC (whose rate follows the system clock's
+ * frequency adjustment), so phc2sys must steer the system clock from the PHC.
+ * - 'auto' (default): `-a -r -r`: phc2sys follows ptp4l's port state over its UDS: as a slave it
+ *   steers CLOCK_REALTIME from the PHC; if BMCA makes us grandmaster it steers the PHC from
+ *   CLOCK_REALTIME instead, so a peripheral that wins BMCA still serves a consistent time.
+ * - 'slave': `-s <iface> -c CLOCK_REALTIME -w`: the fixed direction (slave-only boards).
+ * Both read the UTC offset from ptp4l (`-w` / automatic mode), so CLOCK_REALTIME stays UTC.
+ */
+export function phc2sysArgs(o: {
+  interface: string;
+  udsPath: string;
+  domain: number;
+  mode?: 'auto' | 'slave';
+}): string[] {
+  const common = ['-n', String(o.domain), '-z', o.udsPath, '-R', '8', '-m', '-q', '-l', '5'];
+  return o.mode === 'slave'
+    ? ['-s', o.interface, '-c', 'CLOCK_REALTIME', '-w', ...common]
+    : ['-a', '-r', '-r', ...common];
+}
+
+/** phc2sys is needed when ptp4l disciplines a PHC (hardware timestamps) and the clock is steered. */
+export function needsPhc2sys(o: Pick<Ptp4lOptions, 'ptp' | 'freeRunning'>): boolean {
+  return o.ptp.timestamping === 'hardware' && !o.freeRunning;
+}
+
+/**
+ * With a PHC, `locked` also needs phc2sys running: otherwise the PHC follows the grandmaster but
+ * the system clock (and so our media clock) does not, and saying `locked` would be a lie.
+ */
+export function withPhc2sys(st: MediaClockStatus, phc2sysRunning: boolean): MediaClockStatus {
+  if (phc2sysRunning) return st;
+  return {
+    ...st,
+    state: st.state === 'locked' ? 'locking' : st.state,
+    detail: `${st.detail}; phc2sys not running: system clock not disciplined`,
+  };
+}
+
 export interface Ptp4lClockOptions extends Ptp4lOptions {
   logger: Logger;
   configPath: string;
@@ -160,6 +201,8 @@ export interface Ptp4lClockOptions extends Ptp4lOptions {
   lockThresholdNs?: number;
   /** Consecutive in-bounds polls before `locked` (default 3). */
   lockPolls?: number;
+  /** phc2sys (used when `needsPhc2sys`): binary, direction, process seam (tests). */
+  phc2sys?: { path?: string; mode?: 'auto' | 'slave'; seam?: ProcessSeam };
 }
 
 /** Supervises ptp4l and reports its state by polling pmc. */
@@ -174,8 +217,28 @@ export class Ptp4lClock implements MediaClock {
   private misses = 0;
   private inBoundsPolls = 0;
   private readonly handlers = new Set<(e: MediaClockEvent) => void>();
+  /** phc2sys, when ptp4l disciplines a PHC (hardware timestamps). */
+  readonly phc2sys: ProcessSupervisor | null;
 
   constructor(private readonly o: Ptp4lClockOptions) {
+    if (needsPhc2sys(o)) {
+      const [cmd, args] = this.cmd(
+        o.phc2sys?.path ?? 'phc2sys',
+        phc2sysArgs({
+          interface: o.interface,
+          udsPath: o.udsPath,
+          domain: o.ptp.domain,
+          mode: o.phc2sys?.mode ?? (o.role === 'slave' ? 'slave' : 'auto'),
+        }),
+      );
+      this.phc2sys = new ProcessSupervisor({
+        name: 'phc2sys',
+        command: cmd,
+        args,
+        logger: o.logger,
+        ...(o.phc2sys?.seam ? { seam: o.phc2sys.seam } : {}),
+      });
+    } else this.phc2sys = null;
     this.current = {
       state: 'unlocked',
       source: 'ptp4l',
@@ -204,6 +267,7 @@ export class Ptp4lClock implements MediaClock {
   async start(): Promise<void> {
     await writeFile(this.o.configPath, ptp4lConfig(this.o));
     this.launch();
+    this.phc2sys?.start();
     this.pollTimer = setInterval(() => void this.poll(), this.o.pollMs ?? 1000);
   }
 
@@ -271,12 +335,13 @@ export class Ptp4lClock implements MediaClock {
         // A single unanswered poll (ptp4l busy) is not a state change; three in a row are.
         if (++this.misses < 3) return;
       } else this.misses = 0;
-      const st = statusFromPmc(
+      const pmcStatus = statusFromPmc(
         answers,
         this.o.ptp.domain,
         this.o.lockThresholdNs ?? 100_000,
         this.o.freeRunning ?? false,
       );
+      const st = this.phc2sys ? withPhc2sys(pmcStatus, this.phc2sys.running) : pmcStatus;
       // Lock needs `lockPolls` consecutive in-bounds answers; losing it is immediate.
       if (st.state === 'locked') {
         if (++this.inBoundsPolls < (this.o.lockPolls ?? 3))
@@ -293,6 +358,7 @@ export class Ptp4lClock implements MediaClock {
   async close(): Promise<void> {
     this.stopped = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
+    await this.phc2sys?.stop();
     const c = this.child;
     if (c && c.exitCode === null) {
       await new Promise<void>((r) => {

@@ -2,12 +2,21 @@
  * The RTP sender's worker thread (entry point; see sender.ts for the main-thread side).
  *
  * Pacing: packet n is due at start + n x packetNs on the monotonic clock (mapped from the PTP
- * timeline by the main thread). The worker sleeps with Atomics.wait until `leadUs` before the
- * deadline, spins the rest, writes the packet into the next preallocated buffer (never one whose
- * send is still in flight), sends it on a connected socket, then returns to its event loop
- * (setImmediate) so libuv actually writes the datagram before the next one.
+ * timeline by the main thread). The worker sleeps with Atomics.wait (a futex: coarse) until a
+ * lead before the deadline, spins the rest (fine), writes the packet into the next preallocated
+ * buffer (never one whose send is still in flight), sends it on a connected socket, then returns
+ * to its event loop (setImmediate) so send callbacks run.
+ *
+ * - The lead adapts: it follows a decaying maximum of how late the futex wakes us (timer slack,
+ *   scheduling), between `leadUs` and a third of the packet time, so the spin is as short as the
+ *   machine allows and the wake-up jitter is absorbed by it.
+ * - Time is process.hrtime.bigint() (CLOCK_MONOTONIC, the base the main thread maps PTP onto).
+ *   performance.now() mapped onto it was tried to avoid a BigInt per spin iteration, and broke
+ *   the loopback test under load (packets late and lost), so it is not used.
+ * - The worker reports its kernel thread id, so the main thread can give it SCHED_FIFO.
  */
 import dgram from 'node:dgram';
+import { readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
 import { RTP_HEADER_BYTES, writePayload, writeRtpHeader, type SampleEncoding } from './rtp-codec.js';
@@ -77,7 +86,11 @@ function run(d: SenderWorkerData): void {
   const scratch = new Float32Array(spp);
   let start = 0n;
   let firstTimestamp = 0;
-  const leadNs = d.leadUs * 1000;
+  const nowNs = (): number => Number(process.hrtime.bigint() - start);
+  const minLeadNs = d.leadUs * 1000;
+  const maxLeadNs = Math.max(minLeadNs, d.packetNs / 3);
+  /** Decaying maximum of futex wake-up lateness (ns). */
+  let wakeLateNs = 0;
   const sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
   let n = 0;
   let next = 0;
@@ -89,7 +102,7 @@ function run(d: SenderWorkerData): void {
       return;
     }
     let due = n * d.packetNs;
-    let now = Number(process.hrtime.bigint() - start);
+    let now = nowNs();
     if (now - due > d.maxBurstPackets * d.packetNs) {
       // Far behind (the machine stalled): skip the missed packets, keeping time and audio aligned.
       const skip = Math.floor((now - due) / d.packetNs);
@@ -103,9 +116,15 @@ function run(d: SenderWorkerData): void {
         d.underrun === 'keep-time' ? skip * fpp : Math.min(avail - (avail % fpp), skip * fpp),
       );
     }
-    const ahead = due - now - leadNs;
-    if (ahead > 0) Atomics.wait(ctl, CTL_SLEEP, 0, ahead / 1e6);
-    while (now < due) now = Number(process.hrtime.bigint() - start);
+    const leadNs = Math.min(maxLeadNs, Math.max(minLeadNs, wakeLateNs + 20_000));
+    const wakeAt = due - leadNs;
+    if (wakeAt > now) {
+      Atomics.wait(ctl, CTL_SLEEP, 0, (wakeAt - now) / 1e6);
+      now = nowNs();
+      const lateWake = now - wakeAt;
+      wakeLateNs = lateWake > wakeLateNs ? lateWake : wakeLateNs * 0.999;
+    }
+    while (now < due) now = nowNs();
     if (now - due > d.packetNs) Atomics.add(ctl, CTL_LATE, 1);
     if (inFlight[next]) {
       // Every buffer is still with the OS: skip this packet rather than corrupt one in flight.
@@ -142,7 +161,7 @@ function run(d: SenderWorkerData): void {
       inFlight[next] = 1;
       sock.send(buf, callbacks[next]);
       Atomics.add(ctl, CTL_SENT, 1);
-      if (n < lateLog.length) lateLog[n] = Number(process.hrtime.bigint() - start) - due;
+      if (n < lateLog.length) lateLog[n] = nowNs() - due;
       next = (next + 1) % d.buffers;
     }
     n++;
@@ -174,7 +193,13 @@ function run(d: SenderWorkerData): void {
         firstTimestamp = go.firstTimestamp;
         tick();
       });
-      parentPort?.postMessage({ type: 'ready', local: sock.address() });
+      let tid: number | null = null;
+      try {
+        tid = Number(readlinkSync('/proc/thread-self').split('/').pop()) || null;
+      } catch {
+        // not Linux: no thread id, no real-time priority
+      }
+      parentPort?.postMessage({ type: 'ready', local: sock.address(), tid });
     });
   });
 }

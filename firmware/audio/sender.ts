@@ -3,6 +3,7 @@
  * The media timeline fixes each packet's RTP timestamp and due time; this class maps the due time
  * of packet 0 from PTP ns to the monotonic clock the worker reads.
  */
+import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { QperiphError } from '../errors.js';
 import type { DatagramBinding, DatagramSocket } from '../net/datagram-binding.js';
@@ -58,6 +59,14 @@ export interface RtpSenderOptions {
   underrun?: 'keep-time' | 'hold';
   /** Record per-packet lateness for the first N packets (benchmarks). */
   lateLogPackets?: number;
+  /**
+   * Give the worker thread SCHED_FIFO at this priority (1..99) with `chrt -f -p PRIO TID`; needs
+   * CAP_SYS_NICE. Off by default: a real-time spinner per stream is for a device, not a bench of
+   * 100 virtual peripherals.
+   */
+  rtPriority?: number | null;
+  /** The chrt binary (tests). */
+  chrtPath?: string;
 }
 
 export interface SenderCounters {
@@ -87,6 +96,11 @@ export class RtpSender {
   rtcpErrors = 0;
   private readonly ringFrames: number;
   private readonly channels: number;
+  /** Kernel thread id of the worker (Linux), for real-time priority. */
+  tid: number | null = null;
+  /** Scheduling of the worker thread: 'fifo' once chrt succeeded. */
+  rt: 'off' | 'fifo' | 'failed' = 'off';
+  rtError: string | null = null;
 
   constructor(private readonly o: RtpSenderOptions) {
     checkFormat(o.format);
@@ -194,7 +208,8 @@ export class RtpSender {
     });
     this.worker = w;
     await new Promise<void>((resolve, reject) => {
-      w.once('message', () => {
+      w.once('message', (m: { tid?: number | null }) => {
+        this.tid = m.tid ?? null;
         const startPtp = this.o.clock.nowNs() + (this.o.startDelayNs ?? 5_000_000n);
         const tl = new MediaTimeline(startPtp, this.o.format.framesPerPacket, this.o.mediaclkOffset ?? 0);
         this.tl = tl;
@@ -208,6 +223,31 @@ export class RtpSender {
       w.once('exit', (code) =>
         reject(new QperiphError('AUDIO_ERR_WORKER', `sender worker exited (${code})`)),
       );
+    });
+    if (this.o.rtPriority) await this.applyRealtime();
+  }
+
+  /**
+   * Ask for SCHED_FIFO on the worker thread (`rtPriority`), after start. Resolves with the result;
+   * never throws (a failure is kept in `rt`/`rtError` and the sender keeps running at normal
+   * priority).
+   */
+  async applyRealtime(): Promise<'off' | 'fifo' | 'failed'> {
+    const prio = this.o.rtPriority;
+    if (!prio) return (this.rt = 'off');
+    if (!this.tid || !Number.isInteger(prio) || prio < 1 || prio > 99) {
+      this.rtError = this.tid ? `priority ${prio} out of 1..99` : 'no worker thread id';
+      return (this.rt = 'failed');
+    }
+    const tid = this.tid;
+    return new Promise((resolve) => {
+      execFile(this.o.chrtPath ?? 'chrt', ['-f', '-p', String(prio), String(tid)], (err, _o, stderr) => {
+        if (err) {
+          this.rtError = (stderr || err.message).trim().slice(0, 200);
+          this.rt = 'failed';
+        } else this.rt = 'fifo';
+        resolve(this.rt);
+      });
     });
   }
 

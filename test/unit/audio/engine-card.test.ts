@@ -1,0 +1,219 @@
+/**
+ * The engine's use of the sound card: opened only while a stream needs it (no timers at idle),
+ * and receive-side drift compensation against a card whose crystal is off, in virtual time.
+ */
+import t from 'tap';
+import { FakeClock } from '../../../firmware/clock/clock.js';
+import type { BoardConfig } from '../../../firmware/config/board-types.js';
+import { createMemoryLogger } from '../../../firmware/log/logger.js';
+import { FakeNetwork } from '../../../firmware/net/datagram-fake.js';
+import { VirtualAudioBinding } from '../../../firmware/audio/audio-binding.js';
+import { CardRateMatcher } from '../../../firmware/audio/card-rate-matcher.js';
+import { AudioEngine } from '../../../firmware/audio/engine.js';
+import { FakeMediaClock } from '../../../firmware/audio/media-clock.js';
+import { rtpTimestampAt } from '../../../firmware/audio/media-timeline.js';
+import { encodeRtp, payloadBytes, qlanFormat, writePayload } from '../../../firmware/audio/rtp-codec.js';
+
+const BOARD = {
+  id: 'virtual',
+  audio: {
+    binding: 'virtual',
+    capture: { device: 'virtual', channels: 2 },
+    playback: { device: 'virtual', channels: 2 },
+  },
+} as unknown as BoardConfig;
+
+const SECONDS = Number(process.env['AUDIO_DRIFT_SECONDS'] ?? 60);
+
+t.test('card rate matcher: +-100 ppm card, media-clock source, zero slips, ratio learned', async (t) => {
+  for (const ppm of [100, -100, 250]) {
+    const clock = new FakeClock(0);
+    const card = new VirtualAudioBinding({ clock, ppm, record: false });
+    const pb = card.openPlayback({ device: 'v', channels: 1, periodFrames: 48 });
+    const m = new CardRateMatcher({ channels: 1, targetFrames: 144, blockFrames: 48 });
+    const src = new Float32Array(48);
+    let phase = 0;
+    let sumPpm = 0;
+    let n = 0;
+    let minQ = Infinity;
+    let maxQ = 0;
+    // The media clock: exactly 48 frames per ms (the fake clock is the PTP time base here).
+    for (let ms = 0; ms < SECONDS * 1000; ms++) {
+      for (let i = 0; i < 48; i++) src[i] = Math.sin((phase += (2 * Math.PI * 1000) / 48000));
+      m.feed(src, 48, pb.queuedFrames!(), (x, f) => pb.write(x, f));
+      clock.advance(1);
+      if (ms > (SECONDS * 1000) / 2) {
+        sumPpm += m.tracker.ppm;
+        n++;
+        const q = pb.queuedFrames!();
+        if (q < minQ) minQ = q;
+        if (q > maxQ) maxQ = q;
+      }
+    }
+    const slips = pb.slips!();
+    t.same(slips, { underruns: 0, overruns: 0 }, `${ppm} ppm: no card slips in ${SECONDS} s`);
+    t.equal(m.overflows, 0, `${ppm} ppm: resampler never overflowed`);
+    const learned = sumPpm / n;
+    // A card running fast by e needs 1 + e output frames per input frame: step = 1 / (1 + e).
+    const expect = (1 / (1 + ppm * 1e-6) - 1) * 1e6;
+    t.ok(
+      Math.abs(learned - expect) < 2,
+      `${ppm} ppm: loop learned ${learned.toFixed(2)} ppm (expect ${expect.toFixed(2)})`,
+    );
+    t.ok(minQ > 0 && maxQ < 4 * 48, `${ppm} ppm: card queue held in ${minQ}..${maxQ} frames`);
+    await pb.close();
+  }
+});
+
+t.test('engine opens the card only while a stream needs it: no timers at idle', async (t) => {
+  const clock = new FakeClock(0);
+  const net = new FakeNetwork(['127.0.4.1', '127.0.4.2']);
+  const engine = new AudioEngine({
+    board: BOARD,
+    audio: new VirtualAudioBinding({ clock }),
+    datagram: net,
+    clock,
+    mediaClock: new FakeMediaClock(5_000_000_000n),
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.1',
+  });
+  await engine.start();
+  t.same(engine.cardState(), { capture: false, playback: false }, 'started: no card side open');
+  t.equal(clock.pendingCount, 0, 'no timer runs at idle');
+  const rx = {
+    id: 'rx1',
+    kind: 'qlan' as const,
+    channelMap: [0, 1],
+    source: { address: '127.0.4.1', port: 22100 },
+  };
+  await engine.openRx(rx);
+  await engine.openRx({ ...rx, id: 'rx2', source: { address: '127.0.4.1', port: 22102 } });
+  t.same(engine.cardState(), { capture: false, playback: true }, 'RX opens playback only');
+  await t.rejects(engine.openRx({ ...rx, id: 'rx3', source: { address: '127.0.4.9', port: 22104 } }), {
+    code: 'AUDIO_ERR_STREAM_START',
+  });
+  t.same(engine.cardState(), { capture: false, playback: true }, 'a failed open keeps the card for others');
+  await engine.close('rx1');
+  t.same(engine.cardState(), { capture: false, playback: true }, 'still one RX stream');
+  await engine.close('rx2');
+  t.same(engine.cardState(), { capture: false, playback: false }, 'last RX closed: playback closed');
+  await t.rejects(engine.openRx({ ...rx, id: 'rx3', source: { address: '127.0.4.9', port: 22104 } }), {
+    code: 'AUDIO_ERR_STREAM_START',
+  });
+  t.same(engine.cardState(), { capture: false, playback: false }, 'failed first open leaves none open');
+  t.equal(clock.pendingCount, 0, 'idle again: no timers');
+  await engine.stop();
+});
+
+t.test('engine opens capture for TX streams and closes it after the last', async (t) => {
+  const clock = new FakeClock(0);
+  const engine = new AudioEngine({
+    board: BOARD,
+    audio: new VirtualAudioBinding({ clock }),
+    datagram: new FakeNetwork(['127.0.4.1']),
+    clock,
+    mediaClock: new FakeMediaClock(5_000_000_000n),
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.1',
+  });
+  await t.rejects(
+    engine.openTx({
+      id: 'a',
+      kind: 'qlan',
+      channelMap: [0],
+      destination: { address: '127.0.4.2', port: 22110 },
+    }),
+    { code: 'AUDIO_ERR_NOT_STARTED' },
+  );
+  await engine.start();
+  const tx = {
+    id: 'a',
+    kind: 'qlan' as const,
+    channelMap: [0, 1],
+    destination: { address: '127.0.4.2', port: 22110 },
+  };
+  await engine.openTx(tx);
+  t.same(engine.cardState(), { capture: true, playback: false }, 'TX opens capture only');
+  t.ok(clock.pendingCount > 0, 'capture timer runs');
+  await engine.close('a');
+  t.same(engine.cardState(), { capture: false, playback: false }, 'last TX closed: capture closed');
+  t.equal(clock.pendingCount, 0, 'no timer left');
+  await engine.stop();
+  const always = new AudioEngine({
+    board: BOARD,
+    audio: new VirtualAudioBinding({ clock }),
+    datagram: new FakeNetwork(['127.0.4.1']),
+    clock,
+    mediaClock: new FakeMediaClock(5_000_000_000n),
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.1',
+    captureWhenIdle: true,
+  });
+  await always.start();
+  t.same(always.cardState(), { capture: true, playback: false }, 'captureWhenIdle: live input meters');
+  await always.stop();
+  t.same(always.cardState(), { capture: false, playback: false }, 'stop closes it');
+});
+
+t.test('engine RX into a +100 ppm card: no slips, timestamps never re-anchored, drift learned', async (t) => {
+  const seconds = Math.max(30, Math.min(40, SECONDS / 2));
+  const clock = new FakeClock(0);
+  const net = new FakeNetwork(['127.0.4.1', '127.0.4.2']);
+  const t0 = 5_000_000_000n;
+  const media = new FakeMediaClock(t0);
+  const card = new VirtualAudioBinding({ clock, ppm: 100, record: false });
+  const engine = new AudioEngine({
+    board: BOARD,
+    audio: card,
+    datagram: net,
+    clock,
+    mediaClock: media,
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.1',
+  });
+  await engine.start();
+  await engine.openRx({
+    id: 'rx',
+    kind: 'qlan',
+    channelMap: [0, 1],
+    source: { address: '127.0.4.1', port: 22120 },
+    delayMs: 2,
+  });
+  const f = qlanFormat(2);
+  const ts0 = rtpTimestampAt(t0);
+  const src = new Float32Array(32).fill(0.25);
+  const payload = Buffer.alloc(payloadBytes(f));
+  writePayload('F32', src, 0, 32, payload, 0);
+  const packets = seconds * 3000;
+  for (let i = 0; i < packets; i++) {
+    // Packet i leaves the sender on the media clock at i x 1/3 ms; media and card share the fake clock.
+    net.inject(
+      { address: '127.0.4.2', port: 30000 },
+      { address: '127.0.4.1', port: 22120 },
+      encodeRtp({
+        padding: false,
+        marker: false,
+        payloadType: 98,
+        sequence: i & 0xffff,
+        timestamp: (ts0 + i * 16) >>> 0,
+        ssrc: 1,
+        csrc: [],
+        extension: null,
+        payload,
+      }),
+    );
+    await Promise.resolve();
+    const ms = (i + 1) / 3;
+    media.now = t0 + BigInt(Math.round(ms * 1e6));
+    clock.advance(ms - clock.monotonicMs());
+  }
+  const st = engine.list()[0]!;
+  const c = st.counters as { received: number; lost: number; late: number; rejoins: number };
+  t.equal(c.received, packets, 'every packet received');
+  t.equal(c.lost + c.late, 0, 'none lost or late: the jitter buffer kept its anchor');
+  t.equal(c.rejoins, 0, 'never re-anchored');
+  const pb = (engine as unknown as { playback: { slips(): object } }).playback;
+  t.same(pb.slips(), { underruns: 0, overruns: 0 }, `no card slips in ${seconds} s at +100 ppm`);
+  t.ok(Math.abs(st.driftPpm! + 100) < 20, `RX drift loop at ${st.driftPpm!.toFixed(1)} ppm (card +100)`);
+  await engine.stop();
+});
