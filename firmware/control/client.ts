@@ -26,6 +26,11 @@ export interface ControlClientOptions {
   /** Mutual TLS: the Core's key and certificate (PEM). */
   tls?: { key: string; cert: string };
   timeoutMs?: number;
+  /**
+   * Called for each notification. When set, notifications are not also kept in
+   * `notifications` (a long-lived Core link would otherwise grow it without bound).
+   */
+  onNotification?: (n: Notification) => void;
 }
 
 export interface Notification {
@@ -46,9 +51,11 @@ export class ControlClient {
   readonly ready: Promise<void>;
   readonly closedPromise: Promise<void>;
   private readonly timeoutMs: number;
+  private readonly onNotification: ((n: Notification) => void) | undefined;
 
   private constructor(options: ControlClientOptions) {
     this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.onNotification = options.onNotification;
     const base = { host: options.host, port: options.port, localAddress: options.localAddress };
     if (options.tls) {
       this.socket = tls.connect({
@@ -91,7 +98,9 @@ export class ControlClient {
             else p.resolve(msg.result);
           }
         } else if (msg.kind === 'notification') {
-          this.notifications.push({ method: msg.method, params: msg.params });
+          const n = { method: msg.method, params: msg.params };
+          if (this.onNotification) this.onNotification(n);
+          else this.notifications.push(n);
         }
       }
       this.wake();

@@ -189,6 +189,7 @@ export const METHODS: Record<string, MethodSpec> = {
       const coreName = optString(p, 'Core', 64) ?? ctx.session.remote;
       const svc = ctx.service;
       svc.owner = { key: ctx.session.key, coreName, sessionId: ctx.session.id, lostAtMs: null };
+      svc.notePresence('design assigned');
       await svc.persist(() =>
         ctx.state.update((s) => {
           s.design = design;
@@ -206,6 +207,7 @@ export const METHODS: Record<string, MethodSpec> = {
     async run(ctx) {
       const svc = ctx.service;
       svc.owner = null;
+      svc.notePresence('design released');
       await svc.persist(() =>
         ctx.state.update((s) => {
           s.design = null;
@@ -455,6 +457,15 @@ export const METHODS: Record<string, MethodSpec> = {
     run(ctx) {
       const f = ctx.service.hooks.firmwareStatus;
       if (!f) throw notAvailable('Firmware status');
+      return f();
+    },
+  },
+
+  'Clock.Status': {
+    write: false,
+    run(ctx) {
+      const f = ctx.service.hooks.clockStatus;
+      if (!f) throw notAvailable('Clock status');
       return f();
     },
   },

@@ -35,6 +35,20 @@ export interface ControlHooks {
   firmwareStatus?: () => unknown;
   /** After the trust lists changed because of the link (auto-trust, pending recorded). */
   onTrustChanged?: () => void;
+  /** Clock.Status: the media clock's state (PTP lock, offset, grandmaster). */
+  clockStatus?: () => unknown;
+  /**
+   * The owning Core came (Design.Assign, or the owner reconnected) or went (its connection
+   * closed). main.ts mutes the outputs of a design-assigned peripheral while no Core is present.
+   */
+  onCorePresence?: (event: CorePresenceEvent) => void;
+}
+
+/** `core-connected` / `core-lost` as a fact about the owning Core's connection. */
+export interface CorePresenceEvent {
+  event: 'core-connected' | 'core-lost';
+  core: string | null;
+  cause: string;
 }
 
 export interface ControlServiceOptions {
@@ -150,6 +164,7 @@ export class ControlService {
   private readonly statusControls: ControlHandle[] = [];
   private unsubSerial: (() => void) | null = null;
   private pendingWrites: Promise<unknown> = Promise.resolve();
+  private corePresent = false;
 
   constructor(options: ControlServiceOptions) {
     this.o = {
@@ -251,6 +266,29 @@ export class ControlService {
 
   secure(): boolean {
     return secureMode(this.o.state.get());
+  }
+
+  /** Is the owning Core connected right now? */
+  coreConnected(): boolean {
+    return this.owner !== null && this.owner.sessionId !== null;
+  }
+
+  /** Fire `onCorePresence` when the owner's presence changed (called where ownership moves). */
+  notePresence(cause: string): void {
+    const now = this.coreConnected();
+    if (now === this.corePresent) return;
+    this.corePresent = now;
+    const event: CorePresenceEvent = {
+      event: now ? 'core-connected' : 'core-lost',
+      core: this.owner?.coreName ?? null,
+      cause,
+    };
+    this.log.info(now ? 'core_connected' : 'core_lost', { core: event.core, cause });
+    try {
+      this.hooks.onCorePresence?.(event);
+    } catch (err) {
+      this.log.error('core_presence_hook_failed', { err });
+    }
   }
 
   /** Push a firmware event to every connection as `Firmware.Event`. */
@@ -409,6 +447,7 @@ export class ControlService {
     if (this.owner && this.owner.sessionId === null && this.owner.key === s.key) {
       this.owner.sessionId = s.id;
       this.owner.lostAtMs = null;
+      this.notePresence('owner reconnected');
     }
     this.updateStatus();
     return s;
@@ -426,6 +465,7 @@ export class ControlService {
     if (this.owner?.sessionId === s.id) {
       this.owner.sessionId = null;
       this.owner.lostAtMs = this.o.clock.monotonicMs();
+      this.notePresence(`owner connection closed: ${reason}`);
     }
     if (destroy) {
       if (reason === 'peer closed') {

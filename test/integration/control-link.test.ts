@@ -489,3 +489,37 @@ t.test(
     t.match(await c2b.call('Status.Get'), { Trusted: true });
   },
 );
+
+t.test(
+  'core presence: core-connected on claim, core-lost when the owner drops, back on reconnect',
+  async (t) => {
+    const presence: string[] = [];
+    const { svc, connect } = await rig(t, 17004, {
+      hooks: {
+        onCorePresence: (ev) => presence.push(`${ev.event}:${ev.core}`),
+        clockStatus: () => ({ state: 'free-running', offsetNs: null, grandmaster: null }),
+      },
+    });
+    const a = await connect({ local: CORE_A });
+    t.match(await a.call('Clock.Status'), { state: 'free-running' });
+    t.equal(svc.coreConnected(), false);
+    await a.call('Design.Assign', { Name: 'D', Code: 'D1', Role: 'io', Core: 'core-a' });
+    t.same(presence, ['core-connected:core-a']);
+    t.equal(svc.coreConnected(), true);
+    a.socket.destroy();
+    await a.closedPromise;
+    await new Promise((r) => setTimeout(r, 100));
+    t.same(presence, ['core-connected:core-a', 'core-lost:core-a'], 'the owner dropped');
+    const again = await connect({ local: CORE_A });
+    await again.call('NoOp');
+    t.same(presence.at(-1), 'core-connected:core-a', 'the owner is back (same identity)');
+    await again.call('Design.Release');
+    t.same(presence.at(-1), 'core-lost:null', 'released: no Core owns it');
+  },
+);
+
+t.test('Clock.Status without a clock hook: not available (22)', async (t) => {
+  const { connect } = await rig(t, 17005);
+  const a = await connect({ local: CORE_A });
+  t.equal((await rpcErr(a.call('Clock.Status'))).rpcCode, RPC_ERR.NOT_AVAILABLE);
+});
