@@ -33,9 +33,11 @@ Commands:
   control    call a method on a peripheral's control link (TCP 1700)
   bundle     make keys, sign, verify and inspect firmware bundles
   audio      AES67/Q-LAN tools: ptp4l config, SAP listener, test tone
-  image      build SD-card images and their update bundles (build|base|synthetic-base|inspect)
+  image      build SD-card images and their update bundles (build|base|native-modules|boot|inspect)
   manager    run the Peripheral Manager alone, show the certificate, reset the password
   board      check a board configuration file
+  core       run the emulated Core (bench): QDP, claim, control, QRC 1710, dashboard, rollouts
+  drill      run a field-style update drill: N peripherals, faults, JSON/JUnit/SVG report
   version    print the version
 
 Run 'qperiph <command> --help' for a command's options.
@@ -258,6 +260,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       return (await import('./update/cli.js')).runBundleCli(rest, env);
     case 'control':
       return (await import('./control/cli.js')).runControlCli(rest, env);
+    case 'drill':
+      return (await import('../bench/drill/cli.js')).runDrillCli(rest);
+    case 'core':
+      return (await import('../bench/core/cli.js')).runCoreCli(rest, env);
     case 'manager':
       return (await import('./peripheral-manager/cli.js')).runPeripheralManagerCli(rest, env);
     case 'version':

@@ -22,6 +22,7 @@ import { deviceRef, controlRef } from './qdp/qdp-query.js';
 import { QdpService, type LanId, type QdpSelfDescription } from './qdp/service.js';
 import { HealthRegistry, eventLoopLagCheck } from './systemd/health.js';
 import { createNotifyTransport, SystemdNotifier } from './systemd/sd-notify.js';
+import { LISTEN_ENV_KEYS, managerListenFds, parseListenFds } from './systemd/listen-fds.js';
 import { watchdogIntervalMs, WatchdogPinger } from './systemd/watchdog.js';
 
 export interface StartOptions {
@@ -67,6 +68,11 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     options.logger ?? createJsonLogger({ level: env['QPERIPH_LOG_LEVEL'] === 'debug' ? 'debug' : 'info' });
   const log = logger.child({ module: 'main' });
   log.info('starting', { version: packageVersion(), pid: process.pid, node: process.version });
+
+  // systemd socket activation (qperiph-manager*.socket): the Manager's 80/443 sockets by name.
+  const listenFds = managerListenFds(parseListenFds(env, process.pid));
+  if (env === process.env) for (const k of LISTEN_ENV_KEYS) delete process.env[k];
+  if (listenFds.unused.length > 0) log.warn('listen_fds_unused', { fds: listenFds.unused });
 
   const board = loadBoardConfig(options.boardFile, options.address ? { lanAAddress: options.address } : {});
   const interfaces = options.interfaces ?? systemInterfaceLister;
@@ -151,23 +157,31 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     { createStreamApi, registerAudioControls },
     { ControlRegistry },
     { ControlService },
+    { FailoverMute },
     { GpioService },
     { createGpioBinding, createSerialBinding },
     { SerialBridge },
     { PeripheralManager },
     { DeviceIdentity },
     { createBundleUploadHandler, createUpdateService },
+    { createCoreApiHandler },
+    { createConfigApplier },
+    { createNetconfigForBoard, defaultNetworkSettings },
   ] = await Promise.all([
     import('./audio/index.js'),
     import('./audio/control-bridge.js'),
     import('./control/registry.js'),
     import('./control/service.js'),
+    import('./control/failover-mute.js'),
     import('./io/gpio-service.js'),
     import('./io/select.js'),
     import('./io/serial-bridge.js'),
     import('./peripheral-manager/index.js'),
     import('./pki/identity.js'),
     import('./update/index.js'),
+    import('./update/core-api.js'),
+    import('./update/core-config.js'),
+    import('./netconfig/index.js'),
   ]);
 
   // Device identity (TLS key + certificate) for the manager and the control link.
@@ -214,13 +228,15 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
             periodTimeUs: cap?.periodTimeUs ?? 1000,
             bufferTimeUs: cap?.bufferTimeUs ?? 4000,
           })
-        : new VirtualAudioBinding({ clock }),
+        : new VirtualAudioBinding({ clock, record: false }),
     datagram: createAudioDatagramBinding(),
     clock,
     mediaClock,
     logger: logger.child({ module: 'audio' }),
     lanA: qdp.lanAddresses().a ?? '0.0.0.0',
     lanB: qdp.lanAddresses().b,
+    // SCHED_FIFO for the sender thread only (chrt on its TID); never on the virtual board.
+    senderRtPriority: board.isVirtual ? null : Number(env['QPERIPH_AUDIO_RT_PRIORITY'] ?? 10) || null,
   });
   await audio.start();
 
@@ -245,6 +261,16 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   });
   await gpio.start();
   const serial = new SerialBridge({ ports: board.serial, binding: createSerialBinding(board), logger });
+  // A design-assigned peripheral mutes its outputs while no Core is connected (Core failover).
+  const failoverMute = new FailoverMute({
+    outputs: board.audio.playback?.channels ?? 0,
+    setMute: (ch, on) => audio.setMute('output', ch, on),
+    userMute: (ch) => {
+      const n = `audio.out.${ch + 1}.mute`;
+      return registry.has(n) && registry.read(n).snapshot.Value === true;
+    },
+    hasDesign: () => state.get().design !== null,
+  });
   const host = board.network.lanA.address ?? '0.0.0.0';
   const control = new ControlService({
     board,
@@ -263,6 +289,8 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
       onDesignChanged: () => qdp.announceNow(),
       onTrustChanged: () => qdp.announceNow(),
       onIdentify: (seconds) => gpio.identify(seconds),
+      onCorePresence: (ev) => failoverMute.onPresence(ev),
+      clockStatus: () => audio.clockStatus(),
     },
   });
   await control.start();
@@ -296,8 +324,47 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     },
   });
 
+  // Firmware slots for the status page: read now and every 5 s (the status hook is synchronous).
+  type SlotInfo = Awaited<ReturnType<UpdateService['slotStatus']>>;
+  let slotInfo: SlotInfo | null = null;
+  let slotTimer: TimerHandle | null = null;
+  let slotsStopped = false;
+  const refreshSlots = (): void => {
+    void update
+      .slotStatus()
+      .then((s) => (slotInfo = s))
+      .catch(() => undefined)
+      .finally(() => {
+        if (!slotsStopped) slotTimer = clock.setTimeout(refreshSlots, 5000);
+      });
+  };
+  refreshSlots();
+
+  // Network settings the Manager edits: a dry run on the virtual board, the real files + apply +
+  // automatic revert (TCP probe of the gateways and the Core) on a real one.
+  const netconfig = await createNetconfigForBoard(board, options.stateDir, env, {
+    clock,
+    logger,
+    defaults: defaultNetworkSettings(board, deviceName),
+    probeTargets: () => {
+      const code = state.get().design?.code;
+      const heard = qdp.cores();
+      const ours = heard.filter((c) => code && c.designCode === code);
+      return (ours.length > 0 ? ours : heard.slice(0, 4)).map((c) => ({ host: c.address, port: 443 }));
+    },
+  });
+
   // The Peripheral Manager on 80/443 (8080/8443 on the virtual board: no root needed).
   const manager = await PeripheralManager.create({
+    netconfig,
+    ...(listenFds.http !== undefined || listenFds.https !== undefined
+      ? {
+          listenFds: {
+            ...(listenFds.http !== undefined ? { http: listenFds.http } : {}),
+            ...(listenFds.https !== undefined ? { https: listenFds.https } : {}),
+          },
+        }
+      : {}),
     httpPort: options.httpPort ?? (board.isVirtual ? 8080 : 80),
     httpsPort: options.httpsPort ?? (board.isVirtual ? 8443 : 443),
     host,
@@ -319,6 +386,7 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
       status: () => {
         const c = audio.clockStatus();
         return {
+          ...(slotInfo ? { firmware: slotInfo } : {}),
           ptp: {
             state:
               c.state === 'locked' || c.state === 'master'
@@ -338,6 +406,14 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
         };
       },
       bundleUpload: createBundleUploadHandler({ service: update }),
+      // The Core's HTTPS API (firmware push/fetch, status, configuration), pinned by client cert.
+      coreApi: createCoreApiHandler({
+        service: update,
+        trustedCores: () => state.get().trustedCores.map((c) => c.fingerprint256),
+        healthy: async () => health.evaluate().ok,
+        applyConfig: createConfigApplier(control, state),
+        logger: logger.child({ module: 'core-api' }),
+      }),
     },
   });
   const ports = await manager.start();
@@ -400,6 +476,8 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
         lag.stop();
         unwatchIdentity();
         if (meterTimer) clock.clearTimeout(meterTimer);
+        slotsStopped = true;
+        if (slotTimer) clock.clearTimeout(slotTimer);
         await Promise.allSettled([manager.stop(), control.stop(), qdp.stop()]);
         await audio.stop().catch(() => undefined);
         await mediaClock.close().catch(() => undefined);

@@ -9,7 +9,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
-packages=(tshark iproute2 systemd python3 procps socat openssl hostapd wpasupplicant chromium fonts-dejavu-core gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-base linuxptp alsa-utils genimage mtools dosfstools e2fsprogs fakeroot fdisk)
+packages=(tshark iproute2 systemd python3 procps socat openssl hostapd wpasupplicant chromium fonts-dejavu-core gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-base linuxptp alsa-utils genimage mtools dosfstools e2fsprogs fakeroot fdisk g++-aarch64-linux-gnu)
+# trixie ships systemd-networkd as its own package (bookworm has it inside systemd).
+if apt-cache show systemd-networkd >/dev/null 2>&1; then packages+=(systemd-networkd); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
