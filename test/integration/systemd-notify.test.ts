@@ -285,6 +285,11 @@ t.test('qperiph.service unit file', async (t) => {
       // complaints left would be about our directives.
       const check = (text: string): { status: number | null; ours: string[] } => {
         const copy = join(dir, 'qperiph.service');
+        // The service requires its socket units; verify sees them next to it.
+        for (const sock of ['qperiph-manager.socket', 'qperiph-manager-tls.socket']) {
+          const src = new URL(`../../scripts/systemd/${sock}`, import.meta.url);
+          writeFileSync(join(dir, sock), readFileSync(src, 'utf8'));
+        }
         writeFileSync(
           copy,
           text
