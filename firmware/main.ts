@@ -235,6 +235,9 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     logger: logger.child({ module: 'audio' }),
     lanA: qdp.lanAddresses().a ?? '0.0.0.0',
     lanB: qdp.lanAddresses().b,
+    // Input meters stay live without a stream, as on a real device; many-peripheral benches and
+    // drills turn this off (QPERIPH_CAPTURE_WHEN_IDLE=0) so an idle peripheral runs no audio timers.
+    captureWhenIdle: env['QPERIPH_CAPTURE_WHEN_IDLE'] !== '0',
     // SCHED_FIFO for the sender thread only (chrt on its TID); never on the virtual board.
     senderRtPriority: board.isVirtual ? null : Number(env['QPERIPH_AUDIO_RT_PRIORITY'] ?? 10) || null,
   });
