@@ -360,14 +360,7 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
   // The Peripheral Manager on 80/443 (8080/8443 on the virtual board: no root needed).
   const manager = await PeripheralManager.create({
     netconfig,
-    ...(listenFds.http !== undefined || listenFds.https !== undefined
-      ? {
-          listenFds: {
-            ...(listenFds.http !== undefined ? { http: listenFds.http } : {}),
-            ...(listenFds.https !== undefined ? { https: listenFds.https } : {}),
-          },
-        }
-      : {}),
+    listenFds: { http: listenFds.http, https: listenFds.https },
     httpPort: options.httpPort ?? (board.isVirtual ? 8080 : 80),
     httpsPort: options.httpsPort ?? (board.isVirtual ? 8443 : 443),
     host,

@@ -166,16 +166,14 @@ export async function runLauncher(
   // Sockets systemd passed to the launcher (qperiph-manager*.socket) go on to the runtime, whose
   // pid systemd cannot know: socketActivationSpawn execs it through /bin/sh with LISTEN_PID set.
   const fds = parseListenFds(env, process.pid);
-  const child =
+  const r =
     fds.length > 0
-      ? (() => {
-          const r = socketActivationSpawn(node, [plan.cli, ...cliArgs], fds, childEnv);
-          return spawn(r.file, r.args, {
-            env: r.env,
-            stdio: ['inherit', 'inherit', 'inherit', ...r.extraStdio],
-          });
-        })()
-      : spawn(node, [plan.cli, ...cliArgs], { env: childEnv, stdio: 'inherit' });
+      ? socketActivationSpawn(node, [plan.cli, ...cliArgs], fds, childEnv)
+      : { file: node, args: [plan.cli, ...cliArgs], env: childEnv, extraStdio: [] };
+  const child = spawn(r.file, r.args, {
+    env: r.env,
+    stdio: ['inherit', 'inherit', 'inherit', ...r.extraStdio],
+  });
   const forward = (sig: NodeJS.Signals) => () => {
     child.kill(sig);
   };
