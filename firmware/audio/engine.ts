@@ -4,7 +4,10 @@
  * Capture (sound card, through the AudioBinding) -> per-channel gain/mute and meters -> drift
  * compensation (resampler steered by the sender ring's fill) -> one RtpSender per TX stream
  * (channel map picks capture channels). RX streams (RtpReceiver, jitter buffer, optional LAN B
- * path merged ST 2022-7 style) -> channel map -> output gain/mute and meters -> playback.
+ * path merged ST 2022-7 style) -> channel map -> PlayoutMix (one local media timeline: streams
+ * sharing an output channel are summed sample by sample) -> output gain/mute and meters ->
+ * playback. One playout tick drives every receiver, then takes the mix up to the earliest frame
+ * any anchored stream has still to deliver.
  *
  * The card is opened only while a stream needs it: capture from the first TX stream to the last,
  * playback from the first RX stream to the last (or always, with `captureWhenIdle` /
@@ -15,7 +18,7 @@
  * Every operation validates its spec first and throws AudioEngineError with a stable code; a
  * failing open or close never disturbs other streams.
  */
-import type { ClockSource } from '../clock/clock.js';
+import type { ClockSource, TimerHandle } from '../clock/clock.js';
 import type { BoardConfig } from '../config/board-types.js';
 import { QperiphError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -32,6 +35,8 @@ import {
 } from './dsp.js';
 import type { MediaClock, MediaClockStatus } from './media-clock.js';
 import { CardRateMatcher } from './card-rate-matcher.js';
+import { rtpTimestampAt, tsDiff } from './media-timeline.js';
+import { PlayoutMix, type PlayoutMixCounters } from './playout-mix.js';
 import { RtpReceiver } from './receiver.js';
 import { checkFormat, QLAN_PAYLOAD_TYPE, type AudioFormat, type SampleEncoding } from './rtp-codec.js';
 import { encodeSdp } from './sdp-codec.js';
@@ -160,8 +165,8 @@ export class AudioEngine {
   readonly outputControls: ChannelControls;
   private readonly inputMeters: Meters;
   private readonly outputMeters: Meters;
-  private readonly mix: Float32Array;
-  private mixFrames = 0;
+  private mix: PlayoutMix | null = null;
+  private mixTimer: TimerHandle | null = null;
   private nextSsrc: number;
 
   constructor(private readonly o: AudioEngineOptions) {
@@ -172,7 +177,6 @@ export class AudioEngine {
     this.outputControls = createChannelControls(this.playCh);
     this.inputMeters = new Meters(this.capCh);
     this.outputMeters = new Meters(this.playCh);
-    this.mix = new Float32Array(48 * 100 * this.playCh);
     this.nextSsrc = (Number(o.mediaClock.nowNs() % 0xffffffffn) ^ 0x5a5a5a5a) >>> 0;
   }
 
@@ -211,7 +215,7 @@ export class AudioEngine {
     });
     p.onError((e) => this.o.logger.warn('audio_playback_error', { error: e }));
     this.playback = p;
-    this.mixFrames = 0;
+    this.mix = new PlayoutMix(this.playCh);
     this.matcher = p.queuedFrames
       ? new CardRateMatcher({
           channels: this.playCh,
@@ -240,6 +244,8 @@ export class AudioEngine {
         const p = this.playback;
         this.playback = null;
         this.matcher = null;
+        this.mix = null;
+        this.stopMixTick();
         await p.close().catch((e: unknown) => this.o.logger.warn('audio_playback_error', { error: e }));
         this.o.logger.info('audio_card_closed', { side: 'playback' });
       }
@@ -281,33 +287,87 @@ export class AudioEngine {
     }
   }
 
-  /** Deliver a played-out RX packet into the playback mix (called by receivers). */
-  private onRxPacket(spec: RxStreamSpec, channels: number, samples: Float32Array, frames: number): void {
-    const need = frames * this.playCh;
-    if (this.mixFrames * this.playCh + need > this.mix.length) this.flushMix();
-    const base = this.mixFrames * this.playCh;
-    this.mix.fill(0, base, base + need);
-    for (let f = 0; f < frames; f++)
-      for (let c = 0; c < channels; c++) {
-        const dst = spec.channelMap[c]!;
-        if (dst >= 0)
-          this.mix[base + f * this.playCh + dst] =
-            this.mix[base + f * this.playCh + dst]! + samples[f * channels + c]!;
-      }
-    this.mixFrames += frames;
-    this.flushMix();
+  /** A packet played out by a receiver: onto the mix at the local time it plays. */
+  private onRxPacket(
+    s: RxStream,
+    samples: Float32Array,
+    frames: number,
+    missing: boolean,
+    timestamp: number,
+  ): void {
+    if (missing || !this.mix) return;
+    this.mix.add(
+      s.receiver.jitter.localTsOf(timestamp),
+      samples,
+      frames,
+      s.format.channels,
+      s.spec.channelMap,
+    );
   }
 
-  private flushMix(): void {
-    if (!this.mixFrames) return;
-    applyGain(this.mix, this.mixFrames, this.playCh, this.outputControls);
-    this.outputMeters.feed(this.mix, this.mixFrames);
+  private startMixTick(): void {
+    if (this.mixTimer) return;
+    this.mixTimer = this.o.clock.setTimeout(() => this.onMixTick(), 1);
+  }
+
+  private stopMixTick(): void {
+    if (this.mixTimer) this.o.clock.clearTimeout(this.mixTimer);
+    this.mixTimer = null;
+  }
+
+  /**
+   * One playout step for every RX stream at the same local media time, then hand the card all
+   * frames every anchored stream has delivered. Public so virtual-time tests can drive it.
+   */
+  onMixTick(): void {
+    this.mixTimer = null;
+    try {
+      const mix = this.mix;
+      const nowTs = rtpTimestampAt(this.o.mediaClock.nowNs());
+      if (mix && !mix.running) {
+        const first = this.earliestNext(nowTs);
+        if (first !== null) mix.start(first);
+      }
+      for (const s of this.rx.values()) s.receiver.onTick(nowTs);
+      if (mix) {
+        const horizon = this.earliestNext(nowTs);
+        if (horizon === null) mix.reset();
+        else mix.take(horizon, (x, n) => this.writePlayback(x, n));
+      }
+    } catch (e) {
+      this.o.logger.warn('audio_mix_error', { error: e });
+    }
+    if (this.rx.size > 0 || this.openingRx > 0) this.startMixTick();
+  }
+
+  /** Earliest local media time any anchored RX stream will play next (null: none anchored). */
+  private earliestNext(nowTs: number): number | null {
+    let best: number | null = null;
+    let bestOff = 0;
+    for (const s of this.rx.values()) {
+      const next = s.receiver.jitter.nextLocalTs();
+      if (next === null) continue;
+      const off = tsDiff(nowTs, next);
+      if (best === null || off < bestOff) {
+        best = next;
+        bestOff = off;
+      }
+    }
+    return best;
+  }
+
+  private writePlayback(samples: Float32Array, frames: number): void {
+    applyGain(samples, frames, this.playCh, this.outputControls);
+    this.outputMeters.feed(samples, frames);
     const pb = this.playback;
-    const out = this.mix.subarray(0, this.mixFrames * this.playCh);
     if (pb && this.matcher && pb.queuedFrames)
-      this.matcher.feed(out, this.mixFrames, pb.queuedFrames(), (x, n) => pb.write(x, n));
-    else pb?.write(out, this.mixFrames);
-    this.mixFrames = 0;
+      this.matcher.feed(samples, frames, pb.queuedFrames(), (x, n) => pb.write(x, n));
+    else pb?.write(samples, frames);
+  }
+
+  /** The playout bus's counters (null while playback is closed). */
+  mixCounters(): PlayoutMixCounters | null {
+    return this.mix ? { ...this.mix.counters } : null;
   }
 
   private formatFor(kind: StreamKind, channels: number, enc?: string, fpp?: number): AudioFormat {
@@ -443,6 +503,7 @@ export class AudioEngine {
     const group = isMulticast(spec.source.address) ? spec.source.address : null;
     const lans = [this.o.lanA, ...(spec.redundant && this.o.lanB ? [this.o.lanB] : [])];
     const channels = format.channels;
+    let stream: RxStream | null = null;
     const receiver = new RtpReceiver({
       binding: this.o.datagram,
       clock: this.o.clock,
@@ -457,7 +518,11 @@ export class AudioEngine {
         group,
       })),
       ack: spec.kind === 'qlan' ? { ssrc: this.nextSsrc++ >>> 0, everyMs: 10 } : null,
-      sink: (samples, frames) => this.onRxPacket(spec, channels, samples, frames),
+      // The engine's mix tick drives every receiver at one local media time.
+      tickMs: 0,
+      sink: (samples, frames, missing, ts) => {
+        if (stream) this.onRxPacket(stream, samples, frames, missing, ts);
+      },
     });
     this.openingRx++;
     try {
@@ -473,8 +538,10 @@ export class AudioEngine {
       });
     }
     const s: RxStream = { spec: { ...spec, channelMap: [...spec.channelMap] }, format, receiver };
+    stream = s;
     this.openingRx--;
     this.rx.set(spec.id, s);
+    this.startMixTick();
     this.o.logger.info('audio_stream_opened', { id: spec.id, direction: 'rx', kind: spec.kind, channels });
     return this.rxStatus(s);
   }

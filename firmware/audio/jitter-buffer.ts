@@ -250,6 +250,21 @@ export class JitterBuffer {
     return played;
   }
 
+  /**
+   * Local media timestamp (48 kHz, mod 2^32) at which a frame stamped `streamTs` by the sender
+   * plays: the stream's clock offset removed, the playout delay added. Lets a mixer place every
+   * stream's frames on one local timeline.
+   */
+  localTsOf(streamTs: number): number {
+    return (streamTs - this.tsOffset + this.o.delayFrames) >>> 0;
+  }
+
+  /** Local media timestamp of the next frame this buffer will play, or null before anchoring. */
+  nextLocalTs(): number | null {
+    if (this.ssrc === null) return null;
+    return this.localTsOf((this.baseTs + this.nextPlay * this.fpp) >>> 0);
+  }
+
   /** Packets waiting (received, not yet played). */
   depthPackets(): number {
     return Math.max(0, this.highestIndex - this.nextPlay + 1);

@@ -32,6 +32,7 @@ export interface RtpReceiverOptions {
   delayFrames: number;
   paths: ReceiverPath[];
   sink: PlayoutSink;
+  /** Playout tick period, ms. 0: no timer of its own; the owner calls `onTick(nowTs)` (a mixer). */
   tickMs?: number;
   /** Send Q-LAN acks (RTCP APP) to the sender's port + 1 every `ackMs`. */
   ack?: { ssrc: number; everyMs: number } | null;
@@ -99,14 +100,14 @@ export class RtpReceiver {
   }
 
   private schedule(): void {
-    if (this.closed) return;
+    if (this.closed || this.o.tickMs === 0) return;
     this.tick = this.o.clock.setTimeout(() => this.onTick(), this.o.tickMs ?? 1);
   }
 
-  /** One playout step; public so virtual-time tests can drive it. */
-  onTick(): void {
+  /** One playout step at local media timestamp `nowTs`; public for a mixer and virtual-time tests. */
+  onTick(nowTs: number = this.nowTs()): void {
     try {
-      this.jitter.playout(this.nowTs(), this.o.sink);
+      this.jitter.playout(nowTs, this.o.sink);
       const now = this.o.clock.monotonicMs();
       if (this.o.ack && this.rtcp && this.sender && now - this.lastAckMs >= this.o.ack.everyMs) {
         this.lastAckMs = now;

@@ -9,6 +9,7 @@ import { createMemoryLogger } from '../../../firmware/log/logger.js';
 import { FakeNetwork } from '../../../firmware/net/datagram-fake.js';
 import { VirtualAudioBinding } from '../../../firmware/audio/audio-binding.js';
 import { CardRateMatcher } from '../../../firmware/audio/card-rate-matcher.js';
+import { PlayoutMix } from '../../../firmware/audio/playout-mix.js';
 import { AudioEngine } from '../../../firmware/audio/engine.js';
 import { FakeMediaClock } from '../../../firmware/audio/media-clock.js';
 import { rtpTimestampAt } from '../../../firmware/audio/media-timeline.js';
@@ -215,5 +216,138 @@ t.test('engine RX into a +100 ppm card: no slips, timestamps never re-anchored, 
   const pb = (engine as unknown as { playback: { slips(): object } }).playback;
   t.same(pb.slips(), { underruns: 0, overruns: 0 }, `no card slips in ${seconds} s at +100 ppm`);
   t.ok(Math.abs(st.driftPpm! + 100) < 20, `RX drift loop at ${st.driftPpm!.toFixed(1)} ppm (card +100)`);
+  await engine.stop();
+});
+
+t.test('playout mix: one local timeline, late and overflowing frames dropped, stalls skipped', async (t) => {
+  const mix = new PlayoutMix(2, 96);
+  const out: number[] = [];
+  const emit = (x: Float32Array, n: number): void => {
+    for (let i = 0; i < n * 2; i++) out.push(x[i]!);
+  };
+  t.equal(mix.take(100, emit), 0, 'stopped: nothing taken');
+  // Start just below the 2^32 wrap so positions cross it.
+  const start = 0xffffffff - 7;
+  mix.start(start);
+  const ones = new Float32Array(32).fill(1);
+  mix.add(start, ones, 16, 2, [0, 1]);
+  mix.add(start + 8, ones, 16, 2, [1, -1]);
+  t.equal(mix.take((start + 16) >>> 0, emit), 16, '16 frames taken across the wrap');
+  t.same(out.slice(0, 2), [1, 1], 'frame 0: one stream on both outputs');
+  t.same(out.slice(16, 18), [1, 2], 'frame 8: the second stream adds onto output 1');
+  t.same(out.slice(30, 32), [1, 2], 'frame 15');
+  mix.add(start, ones, 16, 2, [0, 1]);
+  t.equal(mix.counters.droppedFrames, 16, 'a packet behind the cursor is dropped and counted');
+  out.length = 0;
+  t.equal(mix.take((start + 24) >>> 0, emit), 8);
+  t.same(out.slice(0, 4), [0, 1, 0, 1], 'the rest of the second stream, after the wrap');
+  mix.add((start + 24 + 90) >>> 0, ones, 16, 2, [0, 1]);
+  t.equal(mix.counters.droppedFrames, 16 + 10, 'frames beyond the capacity are dropped');
+  t.equal(mix.take((start + 24 + 500) >>> 0, emit), 0, 'a stall longer than the bus is skipped');
+  t.equal(mix.counters.skippedFrames, 500);
+  t.equal(mix.position, (start + 24 + 500) >>> 0, 'and the bus carries on in time');
+  mix.reset();
+  t.notOk(mix.running);
+});
+
+t.test('engine sums two RX streams (Q-LAN and AES67) that share an output channel', async (t) => {
+  const clock = new FakeClock(0);
+  const net = new FakeNetwork(['127.0.4.1', '127.0.4.2']);
+  const t0 = 7_000_000_000n;
+  const media = new FakeMediaClock(t0);
+  const card = new VirtualAudioBinding({ clock });
+  const engine = new AudioEngine({
+    board: BOARD,
+    audio: card,
+    datagram: net,
+    clock,
+    mediaClock: media,
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.1',
+  });
+  await engine.start();
+  await engine.openRx({
+    id: 'q',
+    kind: 'qlan',
+    channelMap: [0],
+    source: { address: '127.0.4.1', port: 22200 },
+    delayMs: 3,
+  });
+  await engine.openRx({
+    id: 'a',
+    kind: 'aes67',
+    channelMap: [0, 1],
+    source: { address: '127.0.4.1', port: 22202 },
+    delayMs: 3,
+  });
+  const q = qlanFormat(1);
+  const a = { encoding: 'L24' as const, channels: 2, framesPerPacket: 48 };
+  const qPayload = Buffer.alloc(payloadBytes(q));
+  writePayload('F32', new Float32Array(16).fill(0.25), 0, 16, qPayload, 0);
+  const aSrc = new Float32Array(96);
+  for (let i = 0; i < 48; i++) {
+    aSrc[i * 2] = 0.125;
+    aSrc[i * 2 + 1] = -0.5;
+  }
+  const aPayload = Buffer.alloc(payloadBytes(a));
+  writePayload('L24', aSrc, 0, 96, aPayload, 0);
+  const ts0 = rtpTimestampAt(t0);
+  const pkt = (pt: number, seq: number, ts: number, payload: Buffer): Buffer =>
+    encodeRtp({
+      padding: false,
+      marker: false,
+      payloadType: pt,
+      sequence: seq & 0xffff,
+      timestamp: ts >>> 0,
+      ssrc: pt,
+      csrc: [],
+      extension: null,
+      payload,
+    });
+  const ms = 200;
+  for (let i = 0; i < ms * 3; i++) {
+    net.inject(
+      { address: '127.0.4.2', port: 30000 },
+      { address: '127.0.4.1', port: 22200 },
+      pkt(98, i, ts0 + i * 16, qPayload),
+    );
+    if (i % 3 === 0)
+      net.inject(
+        { address: '127.0.4.2', port: 30002 },
+        { address: '127.0.4.1', port: 22202 },
+        pkt(96, i / 3, ts0 + (i / 3) * 48, aPayload),
+      );
+    await Promise.resolve();
+    const at = (i + 1) / 3;
+    media.now = t0 + BigInt(Math.round(at * 1e6));
+    clock.advance(at - clock.monotonicMs());
+  }
+  clock.advance(10);
+  const [out0, out1] = card.recorded;
+  const played = out0!.length;
+  t.ok(
+    played > 48 * (ms - 10) && played <= 48 * ms,
+    `${played} frames played in ${ms} ms: streams summed, not queued`,
+  );
+  const eps = 1e-6;
+  const mid0 = out0!.slice(48, played - 48);
+  const mid1 = out1!.slice(48, played - 48);
+  t.ok(
+    mid0.every((v) => Math.abs(v - 0.375) < eps),
+    'output 0 = Q-LAN 0.25 + AES67 ch0 0.125, sample by sample',
+  );
+  t.ok(
+    mid1.every((v) => Math.abs(v + 0.5) < eps),
+    'output 1 = AES67 ch1 alone',
+  );
+  const counters = engine.list().map((s) => s.counters as { lost: number; late: number });
+  t.same(
+    counters.map((c) => c.lost + c.late),
+    [0, 0],
+    'neither stream lost or late a packet',
+  );
+  t.equal(engine.mixCounters()!.droppedFrames, 0, 'no frame fell behind the mix');
+  await engine.close('q');
+  t.same(card.recorded.length, 2, 'one card; the other stream keeps playing');
   await engine.stop();
 });
