@@ -3,11 +3,23 @@
  * with explicit `--period-time`/`--buffer-time`. A tool that exits is restarted after a back-off
  * (the stream stays open; `restarts` counts it). Samples are converted between the card's format
  * and interleaved float32.
+ *
+ * Playback queue: aplay reads our pipe and cannot say how much it still has to play, so the
+ * binding finds the substream aplay opened in procfs (`asound/card*\/pcm*p/sub*\/status`, by
+ * owner_pid) and reads it every `statusMs`; AlsaQueueEstimator turns that into `queuedFrames()`,
+ * which the engine's drift loop steers on. aplay starts the card after two periods
+ * (`--start-delay`), not after a full buffer, so the loop can hold the queue at three periods.
+ * Where procfs has no such entry (PulseAudio/PipeWire, `file` PCMs, kernels without
+ * CONFIG_SND_VERBOSE_PROCFS) `queuedFrames()` stays null and playback runs uncompensated
+ * (`alsa_queue_unknown` is logged once).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AlsaDeviceConfig } from '../config/board-types.js';
 import type { Logger } from '../log/logger.js';
 import type { AudioBinding, CaptureOptions, CaptureStream, PlaybackStream } from './audio-binding.js';
+import { AlsaQueueEstimator, parsePcmStatus } from './alsa-pcm-status.js';
 
 export type AlsaFormat = AlsaDeviceConfig['sampleFormat'];
 
@@ -76,9 +88,41 @@ export interface AlsaBindingOptions {
   restartMs?: number;
   /** Stop restarting after this many (tests with finite file PCMs). Default unlimited. */
   maxRestarts?: number;
+  /** Where procfs is mounted (tests point it at a fake tree). Default /proc. */
+  procRoot?: string;
+  /** Read the substream status this often, ms. Default 20. */
+  statusMs?: number;
+  /** Give up looking for aplay's substream after this long, ms. Default 5000. */
+  statusSearchMs?: number;
+  /** Monotonic ms (tests). Default performance.now. */
+  now?: () => number;
 }
 
-function args(o: AlsaBindingOptions, c: CaptureOptions): string[] {
+/** The procfs status file of the playback substream owned by `pid`, or null. */
+export function findPlaybackSubstream(procRoot: string, pid: number): string | null {
+  const asound = join(procRoot, 'asound');
+  const list = (dir: string, re: RegExp): string[] => {
+    try {
+      return readdirSync(dir).filter((n) => re.test(n));
+    } catch {
+      return [];
+    }
+  };
+  for (const card of list(asound, /^card\d+$/))
+    for (const pcm of list(join(asound, card), /^pcm\d+p$/))
+      for (const sub of list(join(asound, card, pcm), /^sub\d+$/)) {
+        const file = join(asound, card, pcm, sub, 'status');
+        try {
+          const st = parsePcmStatus(readFileSync(file, 'utf8'));
+          if (st.open && st.ownerPid === pid) return file;
+        } catch {
+          // closed between listing and reading, or not a status file: look on
+        }
+      }
+  return null;
+}
+
+function args(o: AlsaBindingOptions, c: CaptureOptions, playback = false): string[] {
   return [
     '-q',
     '-D',
@@ -93,6 +137,7 @@ function args(o: AlsaBindingOptions, c: CaptureOptions): string[] {
     String(c.channels),
     `--period-time=${o.periodTimeUs}`,
     `--buffer-time=${o.bufferTimeUs}`,
+    ...(playback ? [`--start-delay=${2 * o.periodTimeUs}`] : []),
   ];
 }
 
@@ -106,11 +151,13 @@ class Supervised {
     private readonly cmd: string,
     private readonly argv: string[],
     private readonly attach: (c: ChildProcess) => void,
+    private readonly onLaunch?: () => void,
   ) {
     this.launch();
   }
   private launch(): void {
     if (this.closed) return;
+    this.onLaunch?.();
     const c = spawn(this.cmd, this.argv, { stdio: ['pipe', 'pipe', 'pipe'], env: this.o.env ?? process.env });
     this.child = c;
     let err = '';
@@ -185,14 +232,101 @@ export class AlsaAudioBinding implements AudioBinding {
     };
   }
 
-  openPlayback(c: CaptureOptions): PlaybackStream {
-    const sup = new Supervised(this.o, this.o.aplayPath ?? 'aplay', args(this.o, c), () => undefined);
+  openPlayback(
+    c: CaptureOptions,
+  ): PlaybackStream & { readonly startTrimmedFrames: number; readonly toolPid: number | null } {
+    const now = this.o.now ?? (() => performance.now());
+    const est = new AlsaQueueEstimator();
+    const procRoot = this.o.procRoot ?? '/proc';
+    const statusMs = this.o.statusMs ?? 20;
+    const searchMs = this.o.statusSearchMs ?? 5000;
+    let statusPath: string | null = null;
+    let launchedAt = now();
+    let lastSearch = -Infinity;
+    let lastRead = -Infinity;
+    let gaveUp = false;
+    let startTrimmed = 0;
+    let foundAt: number | null = null;
+    const sup = new Supervised(
+      this.o,
+      this.o.aplayPath ?? 'aplay',
+      args(this.o, c, true),
+      () => undefined,
+      () => {
+        est.reset();
+        startTrimmed = 0;
+        foundAt = null;
+        statusPath = null;
+        gaveUp = false;
+        launchedAt = now();
+      },
+    );
+    const periodFrames = Math.round((this.o.periodTimeUs * 48) / 1000);
+    const minQueue = 3 * periodFrames;
     return {
       write: (s, frames) => {
+        const stdin = sup.child?.stdin;
+        if (!stdin) return;
+        // Start-up only: what piled up in the pipe while aplay was starting and we could not yet
+        // read its queue would stay as latency for the life of the stream (the drift loop bends
+        // the rate by at most 0.1 %). In the first second after the queue became readable,
+        // blocks that find it over twice its target are dropped instead; never after that.
+        if (statusPath && foundAt !== null && now() - foundAt < 1000) {
+          const q = est.queued(now());
+          if (q !== null && q > 2 * minQueue) {
+            startTrimmed += frames;
+            return;
+          }
+        }
         const n = frames * c.channels;
         const b = Buffer.alloc(n * BYTES[this.o.format]);
         floatToAlsa(this.o.format, s, n, b);
-        sup.child?.stdin?.write(b);
+        stdin.write(b);
+        est.wrote(frames);
+      },
+      queuedFrames: () => {
+        const pid = sup.child?.pid;
+        if (!pid) return null;
+        const t = now();
+        if (!statusPath) {
+          if (gaveUp || t - lastSearch < 50) return null;
+          lastSearch = t;
+          statusPath = findPlaybackSubstream(procRoot, pid);
+          if (!statusPath) {
+            if (t - launchedAt > searchMs) {
+              gaveUp = true;
+              this.o.logger.warn('alsa_queue_unknown', {
+                device: c.device,
+                reason: `no substream owned by aplay (pid ${pid}) under ${procRoot}/asound`,
+              });
+            }
+            return null;
+          }
+          foundAt ??= t;
+          this.o.logger.info('alsa_queue_found', {
+            device: c.device,
+            status: statusPath,
+            afterMs: Math.round(t - launchedAt),
+          });
+        }
+        if (t - lastRead >= statusMs) {
+          lastRead = t;
+          try {
+            est.onStatus(parsePcmStatus(readFileSync(statusPath, 'utf8')), t);
+          } catch (e) {
+            this.o.logger.warn('alsa_status_error', { status: statusPath, error: e });
+            statusPath = null;
+            return null;
+          }
+        }
+        return est.queued(t);
+      },
+      minQueueFrames: minQueue,
+      get startTrimmedFrames() {
+        return startTrimmed;
+      },
+      get toolPid() {
+        return sup.child?.pid ?? null;
       },
       onError: (h) => void sup.errorHandlers.push(h),
       get restarts() {

@@ -31,15 +31,24 @@ export interface PlaybackStream {
   onError(handler: (err: Error) => void): void;
   readonly restarts: number;
   /**
-   * Frames written but not yet played by the card, when the binding can tell (the virtual card
-   * can; the aplay pipe cannot). The engine steers its playback resampler on this; without it
-   * the engine writes at media-clock pace and the card's crystal error is not compensated.
+   * Frames written but not yet played by the card, when the binding can tell: the virtual card
+   * always; the ALSA binding once it found aplay's substream in procfs (null until then, or where
+   * the kernel does not show it). The engine steers its playback resampler on this; while it is
+   * null the engine writes at media-clock pace and the card's crystal error is not compensated.
    */
-  queuedFrames?(): number;
+  queuedFrames?(): number | null;
+  /** The smallest queue the card side needs to run without underruns (frames), if it has one. */
+  readonly minQueueFrames?: number;
   /** Card-side slips so far: underruns (card ran dry) and overruns (queue full, frames dropped). */
   slips?(): { underruns: number; overruns: number };
   close(): Promise<void>;
 }
+
+/** The virtual card always knows its queue and its slips. */
+export type VirtualPlaybackStream = Omit<PlaybackStream, 'queuedFrames' | 'slips'> & {
+  queuedFrames(): number;
+  slips(): { underruns: number; overruns: number };
+};
 
 export interface AudioBinding {
   openCapture(o: CaptureOptions): CaptureStream;
@@ -111,7 +120,7 @@ export class VirtualAudioBinding implements AudioBinding {
    * takes one period per period time, and stops on an underrun (counted) until refilled, as ALSA
    * does. `recorded` holds the frames actually played (underrun gaps are not recorded).
    */
-  openPlayback(c: CaptureOptions): PlaybackStream {
+  openPlayback(c: CaptureOptions): VirtualPlaybackStream {
     const clock = this.o.clock;
     const chans: number[][] = Array.from({ length: c.channels }, () => []);
     this.recorded.push(...chans);

@@ -219,7 +219,7 @@ export class AudioEngine {
     this.matcher = p.queuedFrames
       ? new CardRateMatcher({
           channels: this.playCh,
-          targetFrames: this.o.playbackQueueFrames ?? 3 * this.block,
+          targetFrames: Math.max(this.o.playbackQueueFrames ?? 3 * this.block, p.minQueueFrames ?? 0),
           blockFrames: this.block,
         })
       : null;
@@ -360,8 +360,9 @@ export class AudioEngine {
     applyGain(samples, frames, this.playCh, this.outputControls);
     this.outputMeters.feed(samples, frames);
     const pb = this.playback;
-    if (pb && this.matcher && pb.queuedFrames)
-      this.matcher.feed(samples, frames, pb.queuedFrames(), (x, n) => pb.write(x, n));
+    const queued = this.matcher ? (pb?.queuedFrames?.() ?? null) : null;
+    if (pb && this.matcher && queued !== null)
+      this.matcher.feed(samples, frames, queued, (x, n) => pb.write(x, n));
     else pb?.write(samples, frames);
   }
 

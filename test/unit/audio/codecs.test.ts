@@ -16,6 +16,12 @@ import {
 import { decodeRtcp, encodeRtcp, type RtcpPacket } from '../../../firmware/audio/rtcp-codec.js';
 import { decodeSdp, encodeSdp, SdpError, type SdpStream } from '../../../firmware/audio/sdp-codec.js';
 import { decodeSap, encodeSap, sapHash, SapDecodeError } from '../../../firmware/audio/sap-codec.js';
+import {
+  AlsaQueueEstimator,
+  AlsaStatusError,
+  parsePcmStatus,
+  type PcmStatus,
+} from '../../../firmware/audio/alsa-pcm-status.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const fixture = (name: string): string =>
@@ -343,4 +349,70 @@ t.test('SAP: header bytes, round trip, deletion, hostile input', async (t) => {
   t.throws(() => decodeSap(hex('21000001 0a000001')), { code: 'AUDIO_ERR_SAP_UNSUPPORTED' });
   t.throws(() => decodeSap(hex('2005000a 0a000001 00')), { code: 'AUDIO_ERR_SAP_SHORT' });
   t.not(sapHash(sdp), sapHash(sdp + 'a=x\r\n'), 'hash changes with the SDP');
+});
+
+t.test('ALSA substream status (procfs): fixture, closed, hostile text; queue estimate', async (t) => {
+  const text = readFileSync(new URL('../../fixtures/audio/pcm-status-running.txt', import.meta.url), 'utf8');
+  t.same(parsePcmStatus(text), {
+    open: true,
+    state: 'RUNNING',
+    ownerPid: 1234,
+    delay: 528,
+    avail: 240,
+    hwPtr: 480,
+    applPtr: 1008,
+  });
+  t.same(parsePcmStatus('closed\n'), { open: false });
+  // Kernels before owner_pid existed.
+  t.equal((parsePcmStatus(text.replace(/owner_pid.*\n/, '')) as { ownerPid: number | null }).ownerPid, null);
+  for (const bad of [
+    '',
+    'error -19\n',
+    text.replace('RUNNING', 'WEIRD'),
+    text.replace('528', '5x8'),
+    text.replace(/hw_ptr.*\n/, ''),
+  ])
+    t.throws(
+      () => parsePcmStatus(bad),
+      { code: 'AUDIO_ERR_ALSA_STATUS' },
+      `rejects ${JSON.stringify(bad.slice(0, 24))}`,
+    );
+  const r = rng(777);
+  let typed = 0;
+  for (let i = 0; i < 5000; i++) {
+    const chars = [...text];
+    for (let k = 0; k < 1 + Math.floor(r() * 6); k++)
+      chars[Math.floor(r() * chars.length)] = String.fromCharCode(Math.floor(r() * 128));
+    try {
+      parsePcmStatus(chars.join(''));
+    } catch (e) {
+      if (!(e instanceof AlsaStatusError)) throw e;
+      typed++;
+    }
+  }
+  t.ok(typed > 0, `mutated status text fails only with AlsaStatusError (${typed} of 5000)`);
+
+  const est = new AlsaQueueEstimator();
+  t.equal(est.queued(0), null, 'nothing known before the first reading');
+  est.wrote(1000);
+  const running = (applPtr: number, delay: number): Extract<PcmStatus, { open: true }> => ({
+    open: true,
+    state: 'RUNNING',
+    ownerPid: 1,
+    delay,
+    avail: 0,
+    hwPtr: applPtr - delay,
+    applPtr,
+  });
+  est.onStatus(running(600, 200), 10);
+  t.equal(est.queued(10), 400 + 200, 'pipe (written - appl) plus the card delay');
+  est.wrote(48);
+  t.equal(est.queued(12), 600 + 48 - 96, 'between readings: plus writes, minus 48 frames per ms played');
+  est.onStatus({ ...running(700, 100), state: 'PREPARED' }, 20);
+  t.equal(est.queued(40), 1048 - 700 + 100, 'a stopped card plays nothing between readings');
+  // An xrun: ALSA moves appl_ptr up to hw_ptr, past what aplay read; consumed never passes written.
+  est.onStatus(running(5000, 0), 30);
+  t.equal(est.queued(30), 0, 'appl jump after an xrun is clamped to what we wrote');
+  est.reset();
+  t.equal(est.queued(30), null, 'reset forgets');
 });
