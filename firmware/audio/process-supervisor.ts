@@ -1,5 +1,5 @@
 /**
- * A supervised helper process (phc2sys; the same rules ptp4l follows): started once, restarted
+ * A supervised helper process (ptp4l, phc2sys): started once, restarted
  * after it exits with a doubling back-off (500 ms .. 30 s, reset after it has run for `stableMs`),
  * stopped with SIGTERM then SIGKILL. Spawning goes through the ProcessSeam so tests run a fake
  * process in virtual time.
@@ -58,6 +58,8 @@ export interface SupervisorOptions {
   restartMs?: number;
   /** A run this long resets the back-off. Default 60 s. */
   stableMs?: number;
+  /** Told after each unexpected exit, before the restart is scheduled (state updates). */
+  onExit?: (code: number | null, signal: string | null) => void;
 }
 
 export class ProcessSupervisor {
@@ -116,6 +118,11 @@ export class ProcessSupervisor {
         restartInMs: delay,
         output: this.lastOutput.trim().slice(-300),
       });
+      try {
+        this.o.onExit?.(code, signal);
+      } catch (e) {
+        this.o.logger.warn(`${this.o.name}_exit_handler_failed`, { error: e });
+      }
       this.timer = this.clock.setTimeout(() => this.launch(), delay);
     });
     this.o.logger.info(`${this.o.name}_started`, { pid: c.pid, args: this.o.args });

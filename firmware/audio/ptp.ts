@@ -3,8 +3,9 @@
  * management answers, the lock decision (all pure), and `Ptp4lClock`, the shell that supervises
  * ptp4l (restarting it with back-off) and polls its management socket through `pmc`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import type { ClockSource } from '../clock/clock.js';
 import type { PtpConfig } from '../config/board-types.js';
 import type { Logger } from '../log/logger.js';
 import { ProcessSupervisor, type ProcessSeam } from './process-supervisor.js';
@@ -203,15 +204,21 @@ export interface Ptp4lClockOptions extends Ptp4lOptions {
   lockPolls?: number;
   /** phc2sys (used when `needsPhc2sys`): binary, direction, process seam (tests). */
   phc2sys?: { path?: string; mode?: 'auto' | 'slave'; seam?: ProcessSeam };
+  /** Process seam for ptp4l (tests run a fake in virtual time). */
+  ptp4lSeam?: ProcessSeam;
+  /** First restart delay of ptp4l and phc2sys, ms. Default 500. */
+  restartMs?: number;
+  /** Clock for the restart back-off (tests: virtual time). */
+  clock?: ClockSource;
 }
 
 /** Supervises ptp4l and reports its state by polling pmc. */
 export class Ptp4lClock implements MediaClock {
   readonly anchorNs = systemAnchorNs();
   private current: MediaClockStatus;
-  private child: ChildProcess | null = null;
   private stopped = false;
-  private restarts = 0;
+  /** ptp4l itself, restarted with back-off like phc2sys. */
+  readonly ptp4l: ProcessSupervisor;
   private pollTimer: NodeJS.Timeout | null = null;
   private polling = false;
   private misses = 0;
@@ -237,8 +244,27 @@ export class Ptp4lClock implements MediaClock {
         args,
         logger: o.logger,
         ...(o.phc2sys?.seam ? { seam: o.phc2sys.seam } : {}),
+        ...(o.restartMs ? { restartMs: o.restartMs } : {}),
+        ...(o.clock ? { clock: o.clock } : {}),
       });
     } else this.phc2sys = null;
+    const [cmd, args] = this.cmd(o.ptp4lPath ?? 'ptp4l', ['-f', o.configPath]);
+    this.ptp4l = new ProcessSupervisor({
+      name: 'ptp4l',
+      command: cmd,
+      args,
+      logger: o.logger,
+      ...(o.ptp4lSeam ? { seam: o.ptp4lSeam } : {}),
+      ...(o.restartMs ? { restartMs: o.restartMs } : {}),
+      ...(o.clock ? { clock: o.clock } : {}),
+      onExit: (code, signal) => {
+        this.inBoundsPolls = 0;
+        this.update(
+          { ...this.current, state: 'unlocked', portState: null, detail: `ptp4l exited (${code ?? signal})` },
+          'ptp4l exited',
+        );
+      },
+    });
     this.current = {
       state: 'unlocked',
       source: 'ptp4l',
@@ -266,7 +292,7 @@ export class Ptp4lClock implements MediaClock {
 
   async start(): Promise<void> {
     await writeFile(this.o.configPath, ptp4lConfig(this.o));
-    this.launch();
+    this.ptp4l.start();
     this.phc2sys?.start();
     this.pollTimer = setInterval(() => void this.poll(), this.o.pollMs ?? 1000);
   }
@@ -274,33 +300,6 @@ export class Ptp4lClock implements MediaClock {
   private cmd(bin: string, args: string[]): [string, string[]] {
     const pre = this.o.commandPrefix ?? [];
     return pre.length ? [pre[0]!, [...pre.slice(1), bin, ...args]] : [bin, args];
-  }
-
-  private launch(): void {
-    if (this.stopped) return;
-    const [c, a] = this.cmd(this.o.ptp4lPath ?? 'ptp4l', ['-f', this.o.configPath]);
-    const child = spawn(c, a, { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child = child;
-    let err = '';
-    child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
-    child.on('error', (e) => this.o.logger.warn('ptp4l_spawn_failed', { error: e }));
-    child.on('exit', (code, signal) => {
-      this.child = null;
-      if (this.stopped) return;
-      this.restarts++;
-      const delay = Math.min(30000, 500 * 2 ** Math.min(6, this.restarts));
-      this.o.logger.warn('ptp4l_exited', {
-        code,
-        signal,
-        restartInMs: delay,
-        stderr: err.trim().slice(-300),
-      });
-      this.update(
-        { ...this.current, state: 'unlocked', portState: null, detail: `ptp4l exited (${code ?? signal})` },
-        'ptp4l exited',
-      );
-      setTimeout(() => this.launch(), delay).unref();
-    });
   }
 
   private update(next: MediaClockStatus, cause: string): void {
@@ -313,7 +312,7 @@ export class Ptp4lClock implements MediaClock {
   }
 
   private async poll(): Promise<void> {
-    if (this.polling || this.stopped || !this.child) return;
+    if (this.polling || this.stopped || !this.ptp4l.running) return;
     this.polling = true;
     try {
       const [c, a] = this.cmd(this.o.pmcPath ?? 'pmc', [
@@ -358,15 +357,7 @@ export class Ptp4lClock implements MediaClock {
   async close(): Promise<void> {
     this.stopped = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
-    await this.phc2sys?.stop();
-    const c = this.child;
-    if (c && c.exitCode === null) {
-      await new Promise<void>((r) => {
-        c.once('exit', () => r());
-        c.kill('SIGTERM');
-        setTimeout(() => c.kill('SIGKILL'), 2000).unref();
-      });
-    }
+    await Promise.all([this.phc2sys?.stop(), this.ptp4l.stop()]);
   }
 }
 

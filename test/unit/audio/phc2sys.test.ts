@@ -195,3 +195,54 @@ t.test('Ptp4lClock runs phc2sys for a PHC (through the command prefix), not othe
   });
   t.ok(slave.phc2sys, 'slave-only board: fixed direction');
 });
+
+t.test(
+  'Ptp4lClock supervises ptp4l with the same supervisor: unlocked on exit, back-off restarts',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'qperiph-ptp4l-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const clock = new FakeClock(0);
+    const seam = new FakeProcessSeam();
+    const logger = createMemoryLogger();
+    const ptp = new Ptp4lClock({
+      ptp: { ...HW, timestamping: 'software' },
+      interface: 'eth9',
+      udsPath: join(dir, 'ptp4l.sock'),
+      configPath: join(dir, 'ptp4l.conf'),
+      logger,
+      ptp4lPath: '/usr/sbin/ptp4l',
+      pmcPath: '/nonexistent/pmc',
+      pollMs: 3_600_000,
+      ptp4lSeam: seam,
+      clock,
+    });
+    const events: string[] = [];
+    ptp.onEvent((e) => events.push(`${e.from}->${e.to}`));
+    await ptp.start();
+    t.equal(seam.spawned.length, 1, 'ptp4l started once');
+    t.same([seam.last!.cmd, ...seam.last!.args], ['/usr/sbin/ptp4l', '-f', join(dir, 'ptp4l.conf')]);
+    // Pretend it had locked, then dies: the clock must say unlocked at once, never keep "locked".
+    (ptp as unknown as { current: { state: string } }).current.state = 'locked';
+    seam.last!.print('ptp4l[1]: port 1: bad message\n');
+    seam.last!.exit(1);
+    t.equal(ptp.status().state, 'unlocked');
+    t.equal(ptp.status().detail, 'ptp4l exited (1)');
+    t.same(events, ['locked->unlocked']);
+    const exited = logger.records.find((r) => r.event === 'ptp4l_exited')!;
+    t.match(exited, { code: 1, restartInMs: 500, output: /bad message/ }, 'logged with its last output');
+    clock.advance(499);
+    t.equal(seam.spawned.length, 1, 'not before the back-off');
+    clock.advance(1);
+    t.equal(seam.spawned.length, 2, 'restarted after 500 ms');
+    seam.last!.exit(null, 'SIGSEGV');
+    clock.advance(999);
+    t.equal(seam.spawned.length, 2);
+    clock.advance(1);
+    t.equal(seam.spawned.length, 3, 'the back-off doubles');
+    t.equal(ptp.ptp4l.restarts, 2);
+    await ptp.close();
+    t.same(seam.last!.signals, ['SIGTERM'], 'closed with the clock');
+    clock.advance(60_000);
+    t.equal(seam.spawned.length, 3, 'never restarted after close');
+  },
+);
