@@ -29,10 +29,13 @@ import { createFreeRunningClock, type MediaClock } from '../../firmware/audio/me
 import { rtpTimestampAt } from '../../firmware/audio/media-timeline.js';
 import { RtpReceiver } from '../../firmware/audio/receiver.js';
 import { qlanFormat, QLAN_PAYLOAD_TYPE, type AudioFormat } from '../../firmware/audio/rtp-codec.js';
-import { RtpSender } from '../../firmware/audio/sender.js';
+import { RtpSender, type SenderCounters } from '../../firmware/audio/sender.js';
+import { AudioEngine } from '../../firmware/audio/engine.js';
+import type { BoardConfig } from '../../firmware/config/board-types.js';
 
 const SECONDS = Number(process.env['AUDIO_BENCH_S'] ?? 10);
 const DRIFT_S = Number(process.env['AUDIO_BENCH_DRIFT_S'] ?? 600);
+const SETTLE_S = Number(process.env['AUDIO_BENCH_SETTLE_S'] ?? 5);
 const clock = createMediaClock();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const isRoot = process.getuid?.() === 0;
@@ -441,6 +444,117 @@ function driftRun(): void {
   }
 }
 
+const LAT_BOARD = {
+  id: 'virtual',
+  audio: {
+    binding: 'virtual',
+    capture: { device: 'virtual', channels: 2 },
+    playback: { device: 'virtual', channels: 2 },
+  },
+} as unknown as BoardConfig;
+
+/**
+ * End to end through the whole runtime path, two AudioEngines on loopback: virtual capture card ->
+ * input gain/meters -> TX drift loop + resampler -> sender worker -> UDP -> receiver -> jitter
+ * buffer -> playout mix -> RX drift loop -> virtual playback card. Channel 0 carries each frame's
+ * number, so the frame a played period starts with tells when it was captured: latency = when
+ * the card starts playing it - the instant the capture card sampled it (its block became ready
+ * one block later).
+ */
+async function engineLatencyRun(
+  label: string,
+  o: { block: number; txBufferFrames: number; playbackQueueFrames: number; delayMs: number; port: number },
+): Promise<void> {
+  const sys = createSystemClock();
+  const WRAP = 1 << 20;
+  const capturedMs = new Float64Array(WRAP).fill(NaN);
+  let blockReadyMs = 0;
+  let blockStart = -1;
+  const capCard = new VirtualAudioBinding({
+    clock: sys,
+    generator: (frame, ch) => {
+      if (ch === 0 && frame % o.block === 0) {
+        blockReadyMs = sys.monotonicMs();
+        blockStart = frame;
+      }
+      if (ch === 0) capturedMs[frame % WRAP] = blockReadyMs - (blockStart + o.block - frame) / 48;
+      return ch === 0 ? (frame % WRAP) / WRAP : 0;
+    },
+  });
+  const lat: number[] = [];
+  const playCard = new VirtualAudioBinding({
+    clock: sys,
+    record: false,
+    playbackStartFrames: 2 * o.block,
+    onPlay: (x, n, atMs) => {
+      const v = x[0]!;
+      if (!(v > 0.001 && v < 0.999) || n === 0) return;
+      const at = capturedMs[Math.round(v * WRAP) % WRAP]!;
+      if (Number.isFinite(at)) lat.push(atMs - at);
+    },
+  });
+  const common = {
+    board: LAT_BOARD,
+    datagram: createAudioDatagramBinding(),
+    clock: sys,
+    mediaClock: clock,
+    blockFrames: o.block,
+    txBufferFrames: o.txBufferFrames,
+    playbackQueueFrames: o.playbackQueueFrames,
+  };
+  const txEngine = new AudioEngine({
+    ...common,
+    audio: capCard,
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.1',
+  });
+  const rxEngine = new AudioEngine({
+    ...common,
+    audio: playCard,
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.2',
+  });
+  await txEngine.start();
+  await rxEngine.start();
+  await rxEngine.openRx({
+    id: 'r',
+    kind: 'qlan',
+    channelMap: [0, 1],
+    source: { address: '127.0.4.2', port: o.port },
+    delayMs: o.delayMs,
+  });
+  await txEngine.openTx({
+    id: 't',
+    kind: 'qlan',
+    channelMap: [0, 1],
+    destination: { address: '127.0.4.2', port: o.port },
+  });
+  const done = progress(`  ${label}`, SECONDS);
+  // The drift loops bend rates by at most 0.1 %, so fills reach their targets gradually: settle.
+  await sleep(SETTLE_S * 1000);
+  lat.length = 0;
+  await sleep(SECONDS * 1000);
+  done();
+  const txFill =
+    4800 -
+    (txEngine as unknown as { tx: Map<string, { senders: RtpSender[] }> }).tx.get('t')!.senders[0]!.space();
+  const rxi = rxEngine as unknown as {
+    playback: { queuedFrames(): number } | null;
+    matcher: { backlog: number; startTrimmed: number; startPadded: number } | null;
+    rx: Map<string, { receiver: { jitter: { depthPackets(): number; aligned: boolean } } }>;
+  };
+  const jb = rxi.rx.get('r')!.receiver.jitter;
+  const rxState = `card queue ${rxi.playback?.queuedFrames().toFixed(0)}, matcher backlog ${rxi.matcher?.backlog.toFixed(0)} (start trim ${rxi.matcher?.startTrimmed}, pad ${rxi.matcher?.startPadded}), jitter depth ${jb.depthPackets()} packets, aligned ${jb.aligned}`;
+  const tx = txEngine.list()[0]!.counters as SenderCounters;
+  const rx = rxEngine.list()[0]!.counters as { lost: number; late: number };
+  await txEngine.stop();
+  await rxEngine.stop();
+  lat.sort((a, b) => a - b);
+  console.log(
+    `  ${label}: capture -> playback p50 ${pct(lat, 0.5).toFixed(3)} ms, p99 ${pct(lat, 0.99).toFixed(3)} ms, max ${(lat[lat.length - 1] ?? NaN).toFixed(3)} ms over ${lat.length} periods after ${SETTLE_S} s settling (TX ring fill at the end ${txFill}); block ${o.block} frames, TX ring ${o.txBufferFrames}, playout delay ${o.delayMs} ms, card queue ${o.playbackQueueFrames}; sender underruns ${tx.underruns}, RX lost ${rx.lost}, late ${rx.late}; at the end: ${rxState}`,
+  );
+}
+
 async function main(): Promise<void> {
   console.log(
     `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}`,
@@ -477,6 +591,21 @@ async function main(): Promise<void> {
     console.log('End-to-end latency:');
     await latencyRun(96, 24200);
     await latencyRun(48 * 20, 24202);
+    console.log('End-to-end latency through two engines (capture card -> playback card):');
+    await engineLatencyRun('runtime defaults', {
+      block: 48,
+      txBufferFrames: 480,
+      playbackQueueFrames: 144,
+      delayMs: 2,
+      port: 24204,
+    });
+    await engineLatencyRun('low-latency profile', {
+      block: 16,
+      txBufferFrames: 32,
+      playbackQueueFrames: 32,
+      delayMs: 1,
+      port: 24206,
+    });
   }
   if (parts.has('drift')) {
     console.log('Drift (resampler + tracking loop, simulated card):');

@@ -322,6 +322,9 @@ export class AlsaAudioBinding implements AudioBinding {
         return est.queued(t);
       },
       minQueueFrames: minQueue,
+      // Underruns the kernel showed (a running substream found stopped); restarts of the tool
+      // count too, since a new aplay starts an empty card.
+      slips: () => ({ underruns: est.xruns + sup.restarts, overruns: 0 }),
       get startTrimmedFrames() {
         return startTrimmed;
       },

@@ -91,6 +91,9 @@ export class AlsaQueueEstimator {
   private base: { queued: number; written: number; atMs: number; running: boolean } | null = null;
   /** Readings taken (for status and tests). */
   readings = 0;
+  /** Times a running card was seen stopped again (XRUN, or re-prepared after one). */
+  xruns = 0;
+  private wasRunning = false;
 
   constructor(private readonly framesPerMs = 48) {}
 
@@ -118,6 +121,9 @@ export class AlsaQueueEstimator {
     }
     if (this.consumed > this.written) this.consumed = this.written;
     this.lastAppl = s.applPtr;
+    const running = s.state === 'RUNNING' || s.state === 'DRAINING';
+    if (this.wasRunning && !running && s.state !== 'PAUSED') this.xruns++;
+    this.wasRunning = running;
     this.base = {
       queued: this.written - this.consumed + Math.max(0, s.delay),
       written: this.written,
@@ -140,5 +146,6 @@ export class AlsaQueueEstimator {
     this.consumed = 0;
     this.lastAppl = null;
     this.base = null;
+    this.wasRunning = false;
   }
 }

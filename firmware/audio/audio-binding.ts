@@ -69,6 +69,11 @@ export interface VirtualAudioOptions {
   toneHz?: number;
   amplitude?: number;
   generator?: (frame: number, channel: number) => number;
+  /**
+   * Told of every period the playback card takes, with the monotonic ms it started playing
+   * (benchmarks: end-to-end latency). The samples are only valid during the call.
+   */
+  onPlay?: (samples: Float32Array, frames: number, atMs: number) => void;
 }
 
 /** Virtual sound card. `recorded` holds every frame written to any playback stream. */
@@ -136,7 +141,16 @@ export class VirtualAudioBinding implements AudioBinding {
     let timer: TimerHandle | null = null;
     const slips = { underruns: 0, overruns: 0 };
     const record = this.o.record ?? true;
-    const take = (n: number): void => {
+    const onPlay = this.o.onPlay;
+    const played1 = onPlay ? new Float32Array(cap * c.channels) : null;
+    const take = (n: number, atMs: number): void => {
+      if (onPlay && played1 && n > 0) {
+        for (let f = 0; f < n; f++) {
+          const o = ((head + f) % cap) * c.channels;
+          for (let ch = 0; ch < c.channels; ch++) played1[f * c.channels + ch] = q[o + ch]!;
+        }
+        onPlay(played1, n, atMs);
+      }
       if (record)
         for (let f = 0; f < n; f++) {
           const o = ((head + f) % cap) * c.channels;
@@ -151,13 +165,14 @@ export class VirtualAudioBinding implements AudioBinding {
       const due = Math.floor((clock.monotonicMs() - t0) * this.ratePerMs());
       // The card consumes whole periods.
       while (played + c.periodFrames <= due) {
+        const at = t0 + played / this.ratePerMs();
         if (count < c.periodFrames) {
-          take(count);
+          take(count, at);
           slips.underruns++;
           running = false;
           return;
         }
-        take(c.periodFrames);
+        take(c.periodFrames, at);
         played += c.periodFrames;
       }
       timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());

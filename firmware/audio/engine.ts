@@ -153,6 +153,7 @@ export class AudioEngine {
   private capture: CaptureStream | null = null;
   private playback: PlaybackStream | null = null;
   private matcher: CardRateMatcher | null = null;
+  private cardSlips = 0;
   private started = false;
   /** Serialises card open/close so a close racing an open never leaves a card behind. */
   private cardOps: Promise<void> = Promise.resolve();
@@ -215,6 +216,7 @@ export class AudioEngine {
     });
     p.onError((e) => this.o.logger.warn('audio_playback_error', { error: e }));
     this.playback = p;
+    this.cardSlips = 0;
     this.mix = new PlayoutMix(this.playCh);
     this.matcher = p.queuedFrames
       ? new CardRateMatcher({
@@ -361,6 +363,11 @@ export class AudioEngine {
     this.outputMeters.feed(samples, frames);
     const pb = this.playback;
     const queued = this.matcher ? (pb?.queuedFrames?.() ?? null) : null;
+    const slips = pb?.slips?.().underruns ?? 0;
+    if (slips !== this.cardSlips) {
+      this.cardSlips = slips;
+      this.matcher?.cardSlipped();
+    }
     if (pb && this.matcher && queued !== null)
       this.matcher.feed(samples, frames, queued, (x, n) => pb.write(x, n));
     else pb?.write(samples, frames);
@@ -477,6 +484,11 @@ export class AudioEngine {
       sdp,
       ssrc,
     };
+    // Start at the latency the drift loop holds: the ring begins with that much silence, so
+    // the first packets are not underruns and the loop has nothing to catch up.
+    const txFill = this.o.txBufferFrames ?? 480;
+    const pre = new Float32Array(txFill * format.channels);
+    for (const snd of senders) snd.write(pre, txFill);
     this.tx.set(spec.id, s);
     this.o.logger.info('audio_stream_opened', {
       id: spec.id,
@@ -520,7 +532,7 @@ export class AudioEngine {
       })),
       ack: spec.kind === 'qlan' ? { ssrc: this.nextSsrc++ >>> 0, everyMs: 10 } : null,
       // The engine's mix tick drives every receiver at one local media time.
-      tickMs: 0,
+      externalTick: true,
       sink: (samples, frames, missing, ts) => {
         if (stream) this.onRxPacket(stream, samples, frames, missing, ts);
       },

@@ -32,8 +32,10 @@ export interface RtpReceiverOptions {
   delayFrames: number;
   paths: ReceiverPath[];
   sink: PlayoutSink;
-  /** Playout tick period, ms. 0: no timer of its own; the owner calls `onTick(nowTs)` (a mixer). */
+  /** Playout tick period, ms (0: as often as the timer allows). Default 1. */
   tickMs?: number;
+  /** No timer of its own: the owner calls `onTick(nowTs)` (the engine's mix tick). */
+  externalTick?: boolean;
   /** Send Q-LAN acks (RTCP APP) to the sender's port + 1 every `ackMs`. */
   ack?: { ssrc: number; everyMs: number } | null;
   /** Re-join multicast (and re-anchor) after this long without packets. */
@@ -100,7 +102,7 @@ export class RtpReceiver {
   }
 
   private schedule(): void {
-    if (this.closed || this.o.tickMs === 0) return;
+    if (this.closed || this.o.externalTick) return;
     this.tick = this.o.clock.setTimeout(() => this.onTick(), this.o.tickMs ?? 1);
   }
 

@@ -323,7 +323,9 @@ t.test('engine sums two RX streams (Q-LAN and AES67) that share an output channe
     clock.advance(at - clock.monotonicMs());
   }
   clock.advance(10);
-  const [out0, out1] = card.recorded;
+  // The card starts with the silence the RX drift loop adds to reach its queue target.
+  const start = card.recorded[0]!.findIndex((v) => v !== 0);
+  const [out0, out1] = card.recorded.map((ch) => ch.slice(start));
   const played = out0!.length;
   t.ok(
     played > 48 * (ms - 10) && played <= 48 * ms,
@@ -351,3 +353,25 @@ t.test('engine sums two RX streams (Q-LAN and AES67) that share an output channe
   t.same(card.recorded.length, 2, 'one card; the other stream keeps playing');
   await engine.stop();
 });
+
+t.test(
+  'card rate matcher: start window pads or trims to the target; only a card slip reopens it',
+  async (t) => {
+    const m = new CardRateMatcher({ channels: 1, targetFrames: 144, blockFrames: 48, settleFrames: 480 });
+    const src = new Float32Array(48).fill(0.5);
+    const out: number[] = [];
+    const write = (x: Float32Array, n: number): void => void out.push(...x.subarray(0, n));
+    m.feed(src, 48, 0, write);
+    t.ok(m.startPadded >= 48, `empty card at start: ${m.startPadded} frames of silence added`);
+    t.equal(out[0], 0, 'the padding is silence');
+    for (let i = 0; i < 9; i++) m.feed(src, 48, 1000, write);
+    t.equal(m.startTrimmed, 48 * 9, 'a queue far over target inside the window: blocks dropped');
+    const trimmed = m.startTrimmed;
+    for (let i = 0; i < 20; i++) m.feed(src, 48, 1000, write);
+    t.equal(m.startTrimmed, trimmed, 'after the window nothing is dropped: only the rate bends');
+    m.cardSlipped();
+    m.feed(src, 48, 1000, write);
+    t.equal(m.startTrimmed, trimmed + 48, 'a card slip reopens the window');
+    t.equal(m.resyncs, 1);
+  },
+);

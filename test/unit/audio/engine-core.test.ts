@@ -599,7 +599,9 @@ t.test('engine stream API: typed errors leave other streams untouched; RX plays 
     clock.advance(1 / 3);
   }
   clock.advance(5);
-  const [out0, out1] = audio.recorded;
+  // The card starts with the silence the RX drift loop adds to reach its queue target.
+  const start = audio.recorded[0]!.findIndex((v) => v !== 0);
+  const [out0, out1] = audio.recorded.map((ch) => ch.slice(start));
   t.ok(out0!.length >= 16 * 20, `played ${out0!.length} frames`);
   t.ok(
     out0!.every((v) => Math.abs(v + 0.25) < 1e-4),
