@@ -11,7 +11,7 @@
  * 4. Drift: buffer slips at +-100 ppm card error over AUDIO_BENCH_DRIFT_S (default 600) seconds.
  *
  * Env: AUDIO_BENCH_S (seconds per pacing run, default 10); AUDIO_BENCH_PARTS (comma list of
- * pacing,rt,load,cpu,latency,drift; default all). `rt` repeats the idle pacing runs with the
+ * pacing,rt,load,loadrt,cpu,latency,drift; default all). `loadrt` is `load` with the worker at SCHED_FIFO. `rt` repeats the idle pacing runs with the
  * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -559,7 +559,9 @@ async function main(): Promise<void> {
   console.log(
     `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}`,
   );
-  const parts = new Set((process.env['AUDIO_BENCH_PARTS'] ?? 'pacing,rt,load,cpu,latency,drift').split(','));
+  const parts = new Set(
+    (process.env['AUDIO_BENCH_PARTS'] ?? 'pacing,rt,load,loadrt,cpu,latency,drift').split(','),
+  );
   if (parts.has('pacing')) {
     console.log('Pacing, idle:');
     await pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24000);
@@ -581,6 +583,13 @@ async function main(): Promise<void> {
     await withHttpLoad(() => pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24004));
     await withHttpLoad(() =>
       pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24006),
+    );
+  }
+  if (parts.has('loadrt')) {
+    console.log('Pacing, HTTP load as above, sender worker at real-time priority (the runtime on a board):');
+    await withHttpLoad(() => pacingRun('Q-LAN 16 ch 333 us', qlanFormat(16), QLAN_PAYLOAD_TYPE, 24012, 10));
+    await withHttpLoad(() =>
+      pacingRun('AES67 2 ch L24 1 ms', { encoding: 'L24', channels: 2, framesPerPacket: 48 }, 96, 24014, 10),
     );
   }
   if (parts.has('cpu')) {
