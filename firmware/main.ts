@@ -130,7 +130,9 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     lans,
     describe,
     ttl: options.qdpTtl ?? state.get().settings.qdpTtl,
-    spinLeadMs: 2,
+    // Spin the last 2 ms before each grid point for a tight announce grid; many-peripheral benches
+    // on one machine turn it off (QPERIPH_QDP_SPIN_MS=0), where a hundred spinners cost a core.
+    spinLeadMs: Math.max(0, Math.min(10, Number(env['QPERIPH_QDP_SPIN_MS'] ?? 2) || 0)),
     onAnnounced: ({ lan, atMs }) => {
       if (firstAnnounceLogged) return;
       firstAnnounceLogged = true;

@@ -174,6 +174,8 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
         QPERIPH_UPDATE_HEALTH_DEADLINE_MS: String(sc.healthDeadlineMs),
         // Nobody watches the drill's input meters: no capture without a stream.
         QPERIPH_CAPTURE_WHEN_IDLE: '0',
+        // A hundred peripherals spinning for a tight QDP announce grid would cost a core.
+        QPERIPH_QDP_SPIN_MS: '0',
         NODE_EXTRA_CA_CERTS: join(coreDir, 'core-ca.pem'),
       },
       cwd: o.projectRoot,

@@ -29,6 +29,9 @@ import {
 
 export type LanId = 'a' | 'b';
 
+/** Senders whose last inert packet is remembered (a bounded cache: cleared when full). */
+const INERT_SENDERS_MAX = 1024;
+
 /** What the rest of the runtime says about the device; called for every packet built. */
 export interface QdpSelfDescription {
   device: Omit<QdpDevice, 'lanAIp' | 'lanBIp'>;
@@ -68,6 +71,8 @@ export interface QdpCounters {
   announceMissed: number;
   received: number;
   ownIgnored: number;
+  /** Repeats of a sender's last inert packet (not a Core, no query), skipped without parsing. */
+  repeatsSkipped: number;
   queriesAnswered: number;
   answersThrottled: number;
   dropped: Record<string, number>;
@@ -90,6 +95,7 @@ export class QdpService {
     announceMissed: 0,
     received: 0,
     ownIgnored: 0,
+    repeatsSkipped: 0,
     queriesAnswered: 0,
     answersThrottled: 0,
     dropped: {},
@@ -111,6 +117,12 @@ export class QdpService {
   private tokensAtMs = 0;
   private lastAnnounceMs: number | null = null;
   private dropLogAtMs = -Infinity;
+  /**
+   * Per sender (address:port), the bytes of its last packet that had no effect here (another
+   * peripheral's announcement: not a Core, no query). Peripherals repeat the same bytes every
+   * second, so on a bench of N peripherals this saves N-1 XML parses per peripheral per second.
+   */
+  private readonly inert = new Map<string, Buffer>();
 
   constructor(options: QdpServiceOptions) {
     this.o = {
@@ -399,6 +411,12 @@ export class QdpService {
         this.counters.ownIgnored++;
         return;
       }
+      const key = `${from.address}:${from.port}`;
+      const last = this.inert.get(key);
+      if (last && last.equals(data)) {
+        this.counters.repeatsSkipped++;
+        return;
+      }
       let packet: QdpPacket;
       try {
         packet = decodeQdp(data);
@@ -408,6 +426,11 @@ export class QdpService {
         return;
       }
       const now = this.o.clock.monotonicMs();
+      const inert = packet.device?.type !== 'core' && packet.queryRefs.length === 0;
+      if (inert) {
+        if (this.inert.size >= INERT_SENDERS_MAX && !last) this.inert.clear();
+        this.inert.set(key, Buffer.from(data));
+      } else if (last) this.inert.delete(key);
       for (const ev of this.tracker.observe(packet, from.address, now)) this.emitCore(ev);
       if (packet.queryRefs.length > 0) this.maybeAnswer(packet, from, now);
     } catch (err) {

@@ -144,6 +144,44 @@ t.test('answers matching queries by unicast from 6504 and ignores the rest', asy
   await r.svc.stop();
 });
 
+t.test(
+  "skips a peer peripheral's repeated announcement without parsing it; Cores always count",
+  async (t) => {
+    const r = rig();
+    await r.svc.start();
+    const peer = { address: '10.9.0.6', port: 6504 };
+    const announce = (name: string): Buffer =>
+      encodeQdp({
+        device: { name, type: 'ioframe', ref: `device.ioframe.${name}`, lanAIp: '10.9.0.6' },
+        queryRefs: [],
+      });
+    r.svc.handleDatagram(announce('peer-1'), peer);
+    r.svc.handleDatagram(announce('peer-1'), peer);
+    r.svc.handleDatagram(announce('peer-1'), peer);
+    t.equal(r.svc.counters.repeatsSkipped, 2, 'identical repeats from the same sender are skipped');
+    r.svc.handleDatagram(announce('peer-2'), peer);
+    t.equal(r.svc.counters.repeatsSkipped, 2, 'changed bytes are parsed again');
+    r.svc.handleDatagram(announce('peer-2'), { address: '10.9.0.7', port: 6504 });
+    t.equal(r.svc.counters.repeatsSkipped, 2, 'same bytes from another sender are parsed');
+    t.same(r.svc.cores(), [], 'no Core from peripheral announcements');
+
+    // A Core's announcement is never skipped: it keeps the Core alive and carries a query.
+    const core = { address: '10.9.0.6', port: 6504 };
+    const coreBytes = Buffer.from(VENDOR_CORE);
+    r.svc.handleDatagram(coreBytes, core);
+    r.clock.advance(8000);
+    r.svc.handleDatagram(coreBytes, core);
+    t.equal(r.svc.counters.repeatsSkipped, 2, 'Core repeats are parsed');
+    r.clock.advance(8000);
+    await flush();
+    t.equal(r.svc.cores().length, 1, 'the Core is still heard 16 s after its first packet');
+    const answers = r.net.sent.filter((s) => s.to.address === '10.9.0.6' && s.to.port === 6504);
+    t.equal(answers.length, 0, 'the Core query names another design: no answer, but it was evaluated');
+    t.equal(r.svc.counters.dropped['QDP_ERR_BAD_XML'] ?? 0, 0);
+    await r.svc.stop();
+  },
+);
+
 t.test('drops hostile datagrams, counts them by code, never throws', async (t) => {
   const r = rig();
   await r.svc.start();
