@@ -17,27 +17,23 @@
  */
 import { createAudioDatagramBinding } from '../../firmware/audio/audio-datagram.js';
 import type { MediaClock } from '../../firmware/audio/media-clock.js';
-import { rtpTimestampAt, tsDiff } from '../../firmware/audio/media-timeline.js';
-import { RtpReceiver } from '../../firmware/audio/receiver.js';
 import { RtpSender } from '../../firmware/audio/sender.js';
 import { createSystemClock, type ClockSource, type TimerHandle } from '../../firmware/clock/clock.js';
 import { silentLogger, type Logger } from '../../firmware/log/logger.js';
 import type { DatagramBinding } from '../../firmware/net/datagram-binding.js';
 import { CoreAudioError } from './audio/errors.js';
 import {
-  LevelTracker,
   readCounters,
   readSenderCounters,
-  SeqTracker,
   summarize,
-  TransitStats,
   type Level,
   type PeerStats,
   type ReceiveCounters,
   type RemoteSender,
 } from './audio/peer-stats.js';
+import { emptyRxSnapshot, RxSide, type RxSideOptions, type RxSnapshot } from './audio/rx-side.js';
+import { ThreadRx } from './audio/rx-thread.js';
 import { planStreams, type PeerFormat, type StreamPlan } from './audio/stream-plan.js';
-import { tapBinding } from './audio/tap-binding.js';
 import { ToneSource } from './audio/tone.js';
 
 export type { PeerStats } from './audio/peer-stats.js';
@@ -70,6 +66,12 @@ export interface AudioPeerOptions {
   txQueueFrames?: number;
   clock?: ClockSource;
   datagram?: DatagramBinding;
+  /**
+   * Where the Core's receive side runs: `worker` (the shared receive worker, off the main thread;
+   * the default with real sockets) or `main` (the default when `datagram` is injected: a fake
+   * network lives in this thread).
+   */
+  receiveIn?: 'worker' | 'main';
   logger?: Logger;
 }
 
@@ -80,13 +82,12 @@ export class AudioPeer {
   readonly format: PeerFormat;
   private state: State = 'idle';
   private sender: RtpSender | null = null;
-  private receiver: RtpReceiver | null = null;
+  private rxMain: RxSide | null = null;
+  private rxThread: ThreadRx | null = null;
+  private rxSnap: RxSnapshot;
   private readonly tone: ToneSource;
-  private readonly transit = new TransitStats();
-  private readonly seq = new SeqTracker();
   private remoteSender: RemoteSender | null = null;
   private senderNotSentAtPoll: number | null = null;
-  private readonly levels: LevelTracker;
   private feedTimer: TimerHandle | null = null;
   private remote: ReceiveCounters | null = null;
   private peripheralOutput: Level[] | null = null;
@@ -117,7 +118,7 @@ export class AudioPeer {
       );
     const ch = this.plan.format.channels;
     this.tone = new ToneSource(ch, o.toneHz ?? 440, o.amplitude ?? 0.25);
-    this.levels = new LevelTracker(ch);
+    this.rxSnap = emptyRxSnapshot(ch);
     this.clock = o.clock ?? createSystemClock();
     this.log = (o.logger ?? silentLogger).child({ module: 'core-audio', peripheral: o.peripheral });
   }
@@ -169,39 +170,41 @@ export class AudioPeer {
 
   private async openReceiver(): Promise<void> {
     const p = this.plan;
-    const base = this.o.datagram ?? createAudioDatagramBinding();
-    const binding = tapBinding(base, (data) => this.observe(data));
-    const r = new RtpReceiver({
-      binding,
-      clock: this.clock,
-      mediaClock: this.o.mediaClock,
-      logger: this.log,
+    const opts: RxSideOptions = {
       format: p.format,
       payloadType: p.payloadType,
       delayFrames: Math.round(this.playoutDelayMs * 48),
-      paths: [
-        {
-          bindAddress: p.fromPeripheral.bind.address,
-          port: p.fromPeripheral.bind.port,
-          group: p.fromPeripheral.bind.group,
-        },
-      ],
-      ack: this.format === 'qlan' ? { ssrc: randomSsrc(), everyMs: 10 } : null,
-      sink: (samples, frames, missing) => {
-        if (missing) this.levels.gap();
-        else this.levels.feed(samples, frames);
+      bind: {
+        address: p.fromPeripheral.bind.address,
+        port: p.fromPeripheral.bind.port,
+        group: p.fromPeripheral.bind.group,
       },
-    });
-    this.receiver = r;
-    await r.start();
+      ackSsrc: this.format === 'qlan' ? randomSsrc() : null,
+    };
+    const where = this.o.receiveIn ?? (this.o.datagram ? 'main' : 'worker');
+    if (where === 'main') {
+      this.rxMain = new RxSide(opts, {
+        binding: this.o.datagram ?? createAudioDatagramBinding(),
+        clock: this.clock,
+        mediaClock: this.o.mediaClock,
+        logger: this.log,
+      });
+      await this.rxMain.start();
+    } else {
+      this.rxThread = new ThreadRx(opts, this.o.mediaClock, this.log);
+      await this.rxThread.start();
+    }
   }
 
-  /** Time an arriving RTP packet (before the jitter buffer sees it). */
-  private observe(data: Buffer): void {
-    if (data.length < 12 || data[0]! >> 6 !== 2 || (data[1]! & 0x7f) !== this.plan.payloadType) return;
-    const arrival = rtpTimestampAt(this.o.mediaClock.nowNs());
-    this.transit.add(tsDiff(data.readUInt32BE(4), arrival) / 48);
-    this.seq.push(data.readUInt16BE(2));
+  /** Fresh receive-side figures (from the worker: one round trip). */
+  private async refreshRx(): Promise<void> {
+    if (this.rxMain) this.rxSnap = this.rxMain.snapshot(this.remoteSender);
+    else if (this.rxThread)
+      try {
+        this.rxSnap = await this.rxThread.snapshot(this.remoteSender);
+      } catch (e) {
+        this.log.debug('core_audio_rx_snapshot_failed', { error: e });
+      }
   }
 
   private async openSender(): Promise<void> {
@@ -278,6 +281,7 @@ export class AudioPeer {
     } catch (e) {
       this.log.debug('core_audio_poll_failed', { method: 'Controls.Get', error: e });
     }
+    await this.refreshRx();
   }
 
   stats(): PeerStats {
@@ -289,19 +293,7 @@ export class AudioPeer {
       skipped: 0,
       bufferBusy: 0,
     };
-    const rc = this.receiver?.counters() ?? {
-      received: 0,
-      extendedHighestSeq: 0,
-      timestampErrors: 0,
-      lost: 0,
-      late: 0,
-      duplicate: 0,
-      reordered: 0,
-      playedPackets: 0,
-      jitter: 0,
-      malformed: {},
-      ssrcErrors: 0,
-    };
+    if (this.rxMain && this.state !== 'stopped') this.rxSnap = this.rxMain.snapshot(this.remoteSender);
     return summarize({
       peripheral: this.o.peripheral,
       format: this.format,
@@ -317,14 +309,9 @@ export class AudioPeer {
       acks: this.sender?.acksReceived ?? 0,
       remote: this.remote,
       remoteSender: this.remoteSender,
-      seq: this.seq,
       senderNotSentAtPoll: this.senderNotSentAtPoll,
-      receiver: rc,
-      transit: this.transit,
+      rx: this.rxSnap,
       playoutDelayMs: this.playoutDelayMs,
-      received: this.levels.read(),
-      receivedPeakHold: this.levels.peakHoldDb(),
-      receivedHz: this.levels.frequencyHz(),
       peripheralOutput: this.peripheralOutput,
     });
   }
@@ -339,6 +326,7 @@ export class AudioPeer {
       this.state = 'stopped';
       return;
     }
+    await this.refreshRx();
     this.state = 'stopped';
     await this.teardown();
     this.log.info('core_audio_stopped', {});
@@ -348,7 +336,8 @@ export class AudioPeer {
     if (this.feedTimer) this.clock.clearTimeout(this.feedTimer);
     this.feedTimer = null;
     await this.sender?.stop().catch(() => undefined);
-    await this.receiver?.close().catch(() => undefined);
+    await this.rxMain?.close().catch(() => undefined);
+    await this.rxThread?.close().catch(() => undefined);
     for (const key of ['toPeripheral', 'fromPeripheral'] as const) {
       const id = this.streamIds[key];
       if (!id) continue;

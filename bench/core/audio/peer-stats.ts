@@ -4,6 +4,7 @@
  * for Core -> peripheral).
  */
 import { estimateFrequency } from '../../../firmware/audio/dsp.js';
+import type { RxSnapshot } from './rx-side.js';
 
 /** One-way transit samples in a fixed histogram: 0.05 ms bins up to 500 ms (later = last bin). */
 export class TransitStats {
@@ -355,22 +356,19 @@ export interface SummaryInput {
   acks: number;
   remote: ReceiveCounters | null;
   remoteSender: RemoteSender | null;
-  seq: SeqTracker;
   /** Our sender's notSent when the peripheral's counters were read (poll()). */
   senderNotSentAtPoll: number | null;
-  receiver: ReceiveCounters & { jitter: number; malformed: Record<string, number>; ssrcErrors: number };
-  transit: TransitStats;
+  /** The Core's receive side (rx-side.ts), possibly from the receive worker. */
+  rx: RxSnapshot;
   playoutDelayMs: number;
-  received: Level[];
-  receivedPeakHold: number[];
-  receivedHz: number;
   peripheralOutput: Level[] | null;
 }
 
 export function summarize(i: SummaryInput): PeerStats {
-  const rx = directionStats(i.receiver);
+  const receiver = i.rx.counters;
+  const rx = directionStats(receiver);
   const remote = i.remote ? directionStats(i.remote) : null;
-  const t = i.transit;
+  const t = i.rx.transit;
   const txWire = i.remote
     ? wireStats(
         Math.max(0, i.remote.extendedHighestSeq - i.firstSequence + 1),
@@ -379,39 +377,37 @@ export function summarize(i: SummaryInput): PeerStats {
       )
     : null;
   // Without the sender's counters a gap cannot be told from a skip: no figure rather than a wrong one.
-  const rxWire = i.remoteSender
-    ? i.seq.wireUpTo(i.remoteSender.sent + i.remoteSender.notSent, i.remoteSender.notSent)
-    : null;
+  const rxWire = i.remoteSender ? i.rx.wire : null;
   return {
     peripheral: i.peripheral,
     format: i.format,
     txPackets: i.sender.sent,
-    rxPackets: i.receiver.received + i.receiver.late,
+    rxPackets: receiver.received + receiver.late,
     lossPct: Math.max(rxWire?.lossPct ?? 0, txWire?.lossPct ?? 0),
     playoutLossPct: Math.max(rx.lossPct, remote?.lossPct ?? 0),
     latencyMs: t.meanMs,
     latency: {
       kind: 'one-way-transit',
-      samples: t.count,
+      samples: t.samples,
       meanMs: t.meanMs,
-      p50Ms: t.quantileMs(0.5),
-      p99Ms: t.quantileMs(0.99),
-      maxMs: t.count ? t.maxMs : null,
-      minMs: t.count ? t.minMs : null,
+      p50Ms: t.p50Ms,
+      p99Ms: t.p99Ms,
+      maxMs: t.maxMs,
+      minMs: t.minMs,
       playoutDelayMs: i.playoutDelayMs,
     },
     meters: {
-      received: i.received,
-      receivedPeakHold: i.receivedPeakHold,
-      receivedHz: i.receivedHz,
+      received: i.rx.received,
+      receivedPeakHold: i.rx.receivedPeakHold,
+      receivedHz: i.rx.receivedHz,
       peripheralOutput: i.peripheralOutput,
     },
     tx: { ...i.sender, acks: i.acks, remote, wire: txWire },
     rx: {
       ...rx,
-      jitterMs: i.receiver.jitter / 48,
-      malformed: Object.values(i.receiver.malformed).reduce((a, b) => a + b, 0),
-      ssrcErrors: i.receiver.ssrcErrors,
+      jitterMs: receiver.jitter / 48,
+      malformed: Object.values(receiver.malformed).reduce((a, b) => a + b, 0),
+      ssrcErrors: receiver.ssrcErrors,
       wire: rxWire,
       remoteSender: i.remoteSender,
     },
