@@ -63,6 +63,16 @@ const COMMON = [
   'iproute2',
 ];
 
+/** dpkg path filters for the base: written into the base too, so later installs keep them. */
+export const DOC_EXCLUDES = [
+  'path-exclude=/usr/share/man/*',
+  'path-exclude=/usr/share/info/*',
+  'path-exclude=/usr/share/doc/*',
+  'path-include=/usr/share/doc/*/copyright',
+  'path-exclude=/usr/share/locale/*',
+  'path-include=/usr/share/locale/locale.alias',
+];
+
 /** The mmdebstrap command line for a board's base tarball. Pure. */
 export function mmdebstrapArgs(
   profile: ImageProfile,
@@ -75,8 +85,14 @@ export function mmdebstrapArgs(
     '--variant=minbase',
     '--components=main,non-free-firmware',
     `--include=${[...COMMON, ...BASE_PACKAGES[profile.kind]].join(',')}`,
+    // dpkg runs emulated: no fsync per file (the tarball is the only output)
+    '--dpkgopt=force-unsafe-io',
+    // a card has no use for manuals, docs and translations; licences stay
+    ...DOC_EXCLUDES.map((e) => `--dpkgopt=${e}`),
     // the image build adds its own; a base must not carry host keys or an identity
     '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_* ; : > "$1"/etc/machine-id',
+    // unsafe io was for the build only; the card's own dpkg must fsync (power cuts)
+    '--customize-hook=sed -i "/force-unsafe-io/d" "$1"/etc/dpkg/dpkg.cfg.d/99mmdebstrap',
     suite,
     out,
     mirror,

@@ -225,6 +225,10 @@ t.test('mirror from apt sources, mmdebstrap command', async (t) => {
     /raspi-firmware.*|nodejs/,
   );
   t.same(args.slice(-3), ['trixie', '/o/base.tar', 'http://m.invalid/debian']);
+  t.ok(args.includes('--dpkgopt=force-unsafe-io'));
+  // the licence files survive the doc filter: include comes after the exclude it narrows
+  const ex = args.indexOf('--dpkgopt=path-exclude=/usr/share/doc/*');
+  t.ok(ex > 0 && args.indexOf('--dpkgopt=path-include=/usr/share/doc/*/copyright') > ex);
   t.ok(mmdebstrapArgs(imageProfile(bbb), 'm', 'o').includes('--architectures=armhf'));
 });
 
