@@ -10,6 +10,7 @@
  * network. Under TCG (no /dev/kvm) a boot takes minutes.
  */
 import { execFile, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,13 +62,22 @@ export function nextBootPhase(p: BootProgress, line: string): BootProgress {
   return p;
 }
 
-/** The Pi cmdline.txt turned into a `virt` one: the PL011 console instead of the Pi's. Pure. */
+/**
+ * The Pi cmdline.txt turned into a `virt` one: the PL011 console instead of the Pi's, and the
+ * journal forwarded to it so that a failing unit's own output shows in the boot log. Pure.
+ */
 export function virtCmdline(piCmdline: string): string {
   const kept = piCmdline
     .trim()
     .split(/\s+/)
     .filter((w) => w && !w.startsWith('console='));
-  return [...kept, 'console=ttyAMA0', 'panic=-1', 'systemd.show_status=1'].join(' ');
+  return [
+    ...kept,
+    'console=ttyAMA0',
+    'panic=-1',
+    'systemd.show_status=1',
+    'systemd.journald.forward_to_console=1',
+  ].join(' ');
 }
 
 /** qemu-system-aarch64 arguments (pure). The disk is opened with snapshot=on: the card is never written. */
@@ -164,7 +174,10 @@ export async function bootSmoke(o: BootSmokeOptions): Promise<BootSmokeResult> {
       qemu: o.qemu ?? 'qemu-system-aarch64',
       append: virtCmdline(cmdline),
     });
-    return await watchBoot(o.qemu ?? 'qemu-system-aarch64', args, o.timeoutMs, log);
+    const consoleLog = join(o.outDir, 'boot-console.log');
+    const r = await watchBoot(o.qemu ?? 'qemu-system-aarch64', args, o.timeoutMs, log, consoleLog);
+    log.info('boot_smoke', { step: 'console', file: consoleLog });
+    return r;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -176,10 +189,14 @@ export function watchBoot(
   args: string[],
   timeoutMs: number,
   log: Logger,
+  consoleLog?: string,
 ): Promise<BootSmokeResult> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The whole console, for the cases the tail does not explain.
+    const file = consoleLog ? createWriteStream(consoleLog) : undefined;
+    child.on('close', () => file?.end());
     let p: BootProgress = { phase: 'firmware' };
     const tail: string[] = [];
     let buf = '';
@@ -201,6 +218,7 @@ export function watchBoot(
       timeoutMs,
     );
     const onData = (d: Buffer): void => {
+      file?.write(d);
       buf += d.toString('latin1');
       let i: number;
       while ((i = buf.search(/\r?\n/)) >= 0) {

@@ -201,6 +201,8 @@ async function clampTree(dir: string, sde: number): Promise<void> {
 export const FACTORY_TREE = 'opt/qperiph/factory';
 /** The launcher's --app-root: A/B app slots for updates. */
 export const APP_ROOT = 'opt/qperiph/slots';
+/** Where qperiph-firstboot makes the SSH host keys (`ssh-keygen -A -f /persistent/ssh`). */
+export const SSH_HOST_KEY_DIR = '/persistent/ssh/etc/ssh';
 
 /** The targets of a unit's `[Install] WantedBy=` lines (pure). */
 export function wantedBy(unitText: string): string[] {
@@ -297,34 +299,9 @@ async function stageOverlay(o: BuildOptions, profile: ImageProfile, overlay: str
     join(overlay, 'etc/sysusers.d/qperiph.conf'),
     'g gpio - -\nu qperiph - "qperiph runtime" /var/lib/qperiph /usr/sbin/nologin\nm qperiph audio\nm qperiph gpio\nm qperiph dialout\n',
   );
-  // linuxptp: ptp4l on LAN A with the board's profile.
-  if (b.ptp.timestamping !== 'none') {
-    const iface = b.network.lanA.interface;
-    await writeText(
-      join(overlay, 'etc/linuxptp/ptp4l.conf'),
-      [
-        '# qperiph image build: AES67 media profile, a peripheral never becomes grandmaster',
-        '[global]',
-        `domainNumber\t${b.ptp.domain}`,
-        `priority1\t${b.ptp.priority1}`,
-        `priority2\t${b.ptp.priority2}`,
-        'logSyncInterval\t-3',
-        'logAnnounceInterval\t1',
-        'announceReceiptTimeout\t3',
-        `time_stamping\t${b.ptp.timestamping}`,
-        'dscp_event\t46',
-        'dscp_general\t46',
-        'slaveOnly\t1',
-        '',
-        `[${iface}]`,
-        '',
-      ].join('\n'),
-    );
-    await symlink(
-      '/lib/systemd/system/ptp4l@.service',
-      join(sysd, `multi-user.target.wants/ptp4l@${iface}.service`),
-    );
-  }
+  // linuxptp: no ptp4l unit. The runtime writes ptp4l's configuration from the board (AES67
+  // profile) and runs it as a supervised child (firmware/audio/ptp.ts); a second ptp4l from
+  // Debian's ptp4l@.service would fight it for ports 319/320.
   await writeText(join(overlay, 'etc/fstab'), fstab(profile));
   await writeText(join(overlay, 'etc/hostname'), `${b.hostnamePrefix}\n`);
   // Empty machine-id: systemd makes one on first boot (and ConditionFirstBoot= works).
@@ -332,7 +309,17 @@ async function stageOverlay(o: BuildOptions, profile: ImageProfile, overlay: str
   // No password anywhere: keys only (qperiph.txt ssh_key lines).
   await writeText(
     join(overlay, 'etc/ssh/sshd_config.d/10-qperiph.conf'),
-    'PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n',
+    [
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'PermitRootLogin prohibit-password',
+      // Host keys live on the persistent partition (made there by qperiph-firstboot): a new
+      // system slot after an update keeps the device's SSH identity.
+      `HostKey ${SSH_HOST_KEY_DIR}/ssh_host_ed25519_key`,
+      `HostKey ${SSH_HOST_KEY_DIR}/ssh_host_ecdsa_key`,
+      `HostKey ${SSH_HOST_KEY_DIR}/ssh_host_rsa_key`,
+      '',
+    ].join('\n'),
   );
   if (profile.kind === 'uboot-ab-mbr') await writeText(join(overlay, 'etc/fw_env.config'), fwEnvConfig());
   for (const d of ['persistent', 'boot/bootconfig', 'boot/firmware', 'var/lib/qperiph'])

@@ -173,7 +173,7 @@ export function piConfigTxt(p: ImageProfile): string {
  */
 export function piCmdline(p: ImageProfile, slot: 'a' | 'b'): string {
   const root = partitionOf(p, `system_${slot}`).uuid;
-  return `console=serial0,115200 console=tty1 root=PARTUUID=${root} rootfstype=ext4 rootwait fsck.repair=yes qperiph.slot=${slot}\n`;
+  return `console=serial0,115200 console=tty1 root=PARTUUID=${root} rootfstype=ext4 rootwait rw fsck.repair=yes net.ifnames=0 qperiph.slot=${slot}\n`;
 }
 
 /** The U-Boot environment: RAUC-style BOOT_ORDER + attempt counters, matching UbootSelector. */
@@ -187,7 +187,7 @@ export function ubootEnvVars(p: ImageProfile): Record<string, string> {
     // Every slot used up: reset the counters and try again from the top.
     'if test -z "${qp_slot}"; then setenv BOOT_A_LEFT 3; setenv BOOT_B_LEFT 3; saveenv; reset; fi;',
     'saveenv;',
-    'setenv bootargs console=ttyS0,115200n8 root=${qp_root} rootfstype=ext4 rootwait qperiph.slot=${qp_slot};',
+    'setenv bootargs console=ttyS0,115200n8 root=${qp_root} rootfstype=ext4 rootwait rw fsck.repair=yes net.ifnames=0 qperiph.slot=${qp_slot};',
     'load mmc 0:1 ${kernel_addr_r} vmlinuz;',
     'load mmc 0:1 ${fdt_addr_r} ${fdtfile};',
     'load mmc 0:1 ${ramdisk_addr_r} initrd.img;',

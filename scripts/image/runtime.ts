@@ -74,7 +74,7 @@ async function copyTree(
 /**
  * Copy the runtime into `slotDir` (e.g. <overlay>/opt/qperiph/slots/a):
  * package.json, dist/firmware, the device-side image scripts, board-configs,
- * and the production node_modules filtered for `arch`.
+ * the Peripheral Manager's UI files and the production node_modules filtered for `arch`.
  */
 export async function stageRuntime(
   projectRoot: string,
@@ -114,6 +114,14 @@ export async function stageRuntime(
     await count(src);
   }
   await copyTree(join(projectRoot, 'board-configs'), join(slotDir, 'board-configs'), () => false, plain);
+  // The Peripheral Manager's static files: tsc leaves them in the source tree (the same set an
+  // app bundle's runtime tree carries, firmware/update/runtime-tree.ts).
+  await copyTree(
+    join(projectRoot, 'firmware', 'peripheral-manager', 'ui'),
+    join(slotDir, 'firmware', 'peripheral-manager', 'ui'),
+    () => false,
+    plain,
+  );
 
   if (nativeModules) {
     // The card-CPU tree (qperiph image native-modules) is the slot's node_modules,

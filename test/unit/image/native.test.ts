@@ -358,7 +358,7 @@ t.test('boot smoke: console watcher, qemu arguments, refusals', async (t) => {
     virtCmdline(
       'console=serial0,115200 console=tty1 root=PARTUUID=abc rootfstype=ext4 rootwait qperiph.slot=a\n',
     ),
-    'root=PARTUUID=abc rootfstype=ext4 rootwait qperiph.slot=a console=ttyAMA0 panic=-1 systemd.show_status=1',
+    'root=PARTUUID=abc rootfstype=ext4 rootwait qperiph.slot=a console=ttyAMA0 panic=-1 systemd.show_status=1 systemd.journald.forward_to_console=1',
   );
   const args = qemuArgs({ kernel: 'k', initrd: 'i', disk: 'card.img', append: 'x' });
   t.ok(args.includes('file=card.img,if=virtio,format=raw,snapshot=on'), 'the card is never written');
