@@ -50,6 +50,7 @@ async function main(): Promise<void> {
       'dist/scripts/image',
       'scripts/systemd',
       'scripts/image/device',
+      'firmware/peripheral-manager/ui',
     ]) {
       await cp(path.join(ROOT, p), path.join(proj, p), { recursive: true, verbatimSymlinks: true });
     }

@@ -11,6 +11,7 @@ import { loadBoardConfig } from '../../firmware/config/board-config.js';
 import { createJsonLogger } from '../../firmware/log/logger.js';
 import { findProjectRoot } from '../../firmware/paths.js';
 import { hostMirror, mmdebstrapArgs } from './base.js';
+import { ensureForeignArch } from './foreign-arch.js';
 import { buildImage } from './build.js';
 import { ImageError } from './errors.js';
 import { imageProfile } from './layout.js';
@@ -208,6 +209,8 @@ export async function runImageCli(argv: string[], env: NodeJS.ProcessEnv = proce
     }
     if (cmd === 'base') {
       const mirror = values.mirror ?? (await hostMirror());
+      // qemu-user through binfmt_misc for a foreign card CPU: set up here where the machine allows.
+      await ensureForeignArch(profile.arch, (m) => process.stderr.write(`${m}\n`));
       const args = mmdebstrapArgs(profile, mirror, resolve(need('out')), values.suite ?? 'trixie');
       process.stderr.write(`nice -n 19 mmdebstrap ${args.join(' ')}\n`);
       return await spawnLogged('nice', ['-n', '19', 'mmdebstrap', ...args]);
