@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import type { BoardConfig } from '../../firmware/config/board-types.js';
 import type { Logger } from '../../firmware/log/logger.js';
 import { silentLogger } from '../../firmware/log/logger.js';
+import { freeLoopbackPort, judgeManagerProbe, probeManager, type ManagerProbe } from './boot-probe.js';
 import { ImageError } from './errors.js';
 import { imageProfile } from './layout.js';
 
@@ -88,7 +89,12 @@ export function qemuArgs(o: {
   append: string;
   memMiB?: number;
   cpus?: number;
+  /** Host loopback ports forwarded to the guest's 443 and 80 (the Peripheral Manager). */
+  forward?: { https: number; http: number };
 }): string[] {
+  const fwd = o.forward
+    ? `,hostfwd=tcp:127.0.0.1:${o.forward.https}-:443,hostfwd=tcp:127.0.0.1:${o.forward.http}-:80`
+    : '';
   return [
     '-M',
     'virt',
@@ -108,7 +114,7 @@ export function qemuArgs(o: {
     '-drive',
     `file=${o.disk},if=virtio,format=raw,snapshot=on`,
     '-netdev',
-    'user,id=n0,restrict=on',
+    `user,id=n0,restrict=on${fwd}`,
     '-device',
     'virtio-net-pci,netdev=n0,romfile=',
     '-device',
@@ -132,6 +138,8 @@ export interface BootSmokeResult {
   ms: number;
   /** The last console lines (for the report). */
   tail: string[];
+  /** What the Peripheral Manager answered through the port forwards after READY=1. */
+  manager?: ManagerProbe;
 }
 
 export async function bootSmoke(o: BootSmokeOptions): Promise<BootSmokeResult> {
@@ -168,16 +176,40 @@ export async function bootSmoke(o: BootSmokeOptions): Promise<BootSmokeResult> {
     const kernel = await get('vmlinuz');
     const initrd = await get('initrd.img');
     const cmdline = await exec('mtype', ['-i', vfat, '::cmdline.txt'], { env }).then((r) => r.stdout);
-    const args = qemuArgs({ kernel, initrd, disk: join(o.outDir, card), append: virtCmdline(cmdline) });
+    const forward = { https: await freeLoopbackPort(), http: await freeLoopbackPort() };
+    const args = qemuArgs({
+      kernel,
+      initrd,
+      disk: join(o.outDir, card),
+      append: virtCmdline(cmdline),
+      forward,
+    });
+    let manager: ManagerProbe | undefined;
+    const afterReady = async (): Promise<string | null> => {
+      try {
+        manager = await probeManager(forward, 120_000);
+      } catch (err) {
+        return `READY=1, but the Peripheral Manager did not answer: ${(err as Error).message}`;
+      }
+      log.info('boot_smoke', { step: 'manager', ...manager });
+      return judgeManagerProbe(manager);
+    };
     log.info('boot_smoke', {
       step: 'start',
       qemu: o.qemu ?? 'qemu-system-aarch64',
       append: virtCmdline(cmdline),
     });
     const consoleLog = join(o.outDir, 'boot-console.log');
-    const r = await watchBoot(o.qemu ?? 'qemu-system-aarch64', args, o.timeoutMs, log, consoleLog);
+    const r = await watchBoot(
+      o.qemu ?? 'qemu-system-aarch64',
+      args,
+      o.timeoutMs,
+      log,
+      consoleLog,
+      afterReady,
+    );
     log.info('boot_smoke', { step: 'console', file: consoleLog });
-    return r;
+    return manager ? { ...r, manager } : r;
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -190,6 +222,8 @@ export function watchBoot(
   timeoutMs: number,
   log: Logger,
   consoleLog?: string,
+  /** Run once READY=1 is seen, qemu still running: an error reason, or null for a pass. */
+  afterReady?: () => Promise<string | null>,
 ): Promise<BootSmokeResult> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
@@ -230,8 +264,14 @@ export function watchBoot(
         p = nextBootPhase(p, line);
         if (p.phase !== before)
           log.info('boot_smoke', { phase: p.phase, ms: Math.round(performance.now() - t0) });
-        if (p.phase === 'ready') finish({ ready: true, phase: 'ready' });
-        else if (p.phase === 'failed') finish({ ready: false, phase: 'failed', reason: p.reason });
+        if (p.phase === 'ready' && before !== 'ready') {
+          // The Manager check runs with qemu still up; its answer (or the timeout) ends the run.
+          if (afterReady)
+            void afterReady().then((bad) =>
+              finish(bad ? { ready: false, phase: 'failed', reason: bad } : { ready: true, phase: 'ready' }),
+            );
+          else finish({ ready: true, phase: 'ready' });
+        } else if (p.phase === 'failed') finish({ ready: false, phase: 'failed', reason: p.reason });
       }
     };
     child.stdout.on('data', onData);
