@@ -251,10 +251,13 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     input: board.audio.capture?.channels ?? 0,
     output: board.audio.playback?.channels ?? 0,
   });
+  // Meter refresh period; drills of a hundred idle peripherals on one machine raise it
+  // (QPERIPH_METER_MS, 20..5000 ms) so that idle timers do not add up to a core.
+  const meterMs = Math.max(20, Math.min(5000, Number(env['QPERIPH_METER_MS'] ?? 100) || 100));
   let meterTimer: TimerHandle | null = null;
   const meterTick = (): void => {
     audioControls.refreshMeters();
-    meterTimer = clock.setTimeout(meterTick, 100);
+    meterTimer = clock.setTimeout(meterTick, meterMs);
   };
   meterTick();
   const gpio = new GpioService({
@@ -418,7 +421,10 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
 
   health.register('qdp', () => qdp.health());
   health.register('control', () => control.health());
-  const lag = eventLoopLagCheck();
+  // Event-loop delay sampling period (QPERIPH_LAG_RESOLUTION_MS, 1..1000, default 20): each sample is a wake-up.
+  const lag = eventLoopLagCheck({
+    resolutionMs: Math.max(1, Math.min(1000, Number(env['QPERIPH_LAG_RESOLUTION_MS'] ?? 20) || 20)),
+  });
   health.register('event-loop', lag.check);
 
   const addresses = qdp.lanAddresses();
