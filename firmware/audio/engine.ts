@@ -169,6 +169,8 @@ export class AudioEngine {
   private mix: PlayoutMix | null = null;
   private mixTimer: TimerHandle | null = null;
   private nextSsrc: number;
+  /** audio_timer_slack_failed is logged once per engine. */
+  private slackWarned = false;
 
   constructor(private readonly o: AudioEngineOptions) {
     this.capCh = o.captureChannels ?? o.board.audio.capture?.channels ?? 2;
@@ -441,6 +443,10 @@ export class AudioEngine {
         await s.start();
         if (s.rt === 'failed')
           this.o.logger.warn('audio_sender_rt_failed', { stream: spec.id, tid: s.tid, error: s.rtError });
+        if (s.timerSlackError !== null && !this.slackWarned) {
+          this.slackWarned = true;
+          this.o.logger.warn('audio_timer_slack_failed', { stream: spec.id, error: s.timerSlackError });
+        }
       }
       await this.cardOps;
       this.openCapture();

@@ -67,6 +67,8 @@ export interface RtpSenderOptions {
   rtPriority?: number | null;
   /** The chrt binary (tests). */
   chrtPath?: string;
+  /** Timer slack of the worker thread, ns (default 1; null leaves the process default of 50 us). */
+  timerSlackNs?: number | null;
 }
 
 export interface SenderCounters {
@@ -101,6 +103,8 @@ export class RtpSender {
   /** Scheduling of the worker thread: 'fifo' once chrt succeeded. */
   rt: 'off' | 'fifo' | 'failed' = 'off';
   rtError: string | null = null;
+  /** Why the worker's timer slack could not be set (null: set, or not asked). */
+  timerSlackError: string | null = null;
 
   constructor(private readonly o: RtpSenderOptions) {
     checkFormat(o.format);
@@ -198,6 +202,7 @@ export class RtpSender {
       leadUs: this.o.leadUs ?? 100,
       buffers: this.o.buffers ?? 64,
       underrun: this.o.underrun ?? 'keep-time',
+      timerSlackNs: this.o.timerSlackNs === undefined ? 1 : this.o.timerSlackNs,
     };
     // Under a TypeScript loader (tests) this module is a .ts file and so is its worker.
     const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
@@ -208,8 +213,9 @@ export class RtpSender {
     });
     this.worker = w;
     await new Promise<void>((resolve, reject) => {
-      w.once('message', (m: { tid?: number | null }) => {
+      w.once('message', (m: { tid?: number | null; slackError?: string | null }) => {
         this.tid = m.tid ?? null;
+        this.timerSlackError = m.slackError ?? null;
         const startPtp = this.o.clock.nowNs() + (this.o.startDelayNs ?? 5_000_000n);
         const tl = new MediaTimeline(startPtp, this.o.format.framesPerPacket, this.o.mediaclkOffset ?? 0);
         this.tl = tl;

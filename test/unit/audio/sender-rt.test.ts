@@ -59,6 +59,13 @@ t.test('rtPriority: chrt -f -p PRIO TID on the worker thread; failure is reporte
   t.ok(existsSync(`/proc/${process.pid}/task/${s.tid}`), 'a thread of this process');
   t.not(s.tid, process.pid, 'not the main thread');
   t.equal(s.rt, 'fifo');
+  t.equal(s.timerSlackError, null, 'timer slack set without privileges');
+  t.equal(readFileSync(`/proc/${s.tid}/timerslack_ns`, 'utf8').trim(), '1', 'worker thread: 1 ns slack');
+  t.not(
+    readFileSync(`/proc/${process.pid}/timerslack_ns`, 'utf8').trim(),
+    '1',
+    'main thread keeps the default',
+  );
   t.equal(readFileSync(argsFile, 'utf8').trim(), `-f -p 10 ${s.tid}`);
 
   const bad = new RtpSender({
