@@ -27,6 +27,13 @@ async function copyDir(src: string, dest: string, skip: (name: string) => boolea
   }
 }
 
+/**
+ * What a runtime reads from its own tree besides dist/ and package.json: the board configs (and
+ * their schema) and the Peripheral Manager's UI files, which tsc leaves in the source tree. App
+ * bundles and SD-card images both ship exactly these.
+ */
+export const RUNTIME_ASSET_DIRS: readonly string[] = ['board-configs', 'firmware/peripheral-manager/ui'];
+
 /** Copy the runtime of a built project into `dest`, optionally with another package version. */
 export async function stageRuntimeTree(
   projectRoot: string,
@@ -40,12 +47,7 @@ export async function stageRuntimeTree(
     throw new UpdateError('UPDATE_ERR_USAGE', `${dist}/cli.js missing: build first`, { cause: err });
   }
   await copyDir(dist, join(dest, 'dist', 'firmware'), (n) => n.endsWith('.map'));
-  await copyDir(join(projectRoot, 'board-configs'), join(dest, 'board-configs'), () => false);
-  await copyDir(
-    join(projectRoot, 'firmware', 'peripheral-manager', 'ui'),
-    join(dest, 'firmware', 'peripheral-manager', 'ui'),
-    () => false,
-  );
+  for (const d of RUNTIME_ASSET_DIRS) await copyDir(join(projectRoot, d), join(dest, d), () => false);
   const pkg = JSON.parse(await readFile(join(projectRoot, 'package.json'), 'utf8')) as Record<
     string,
     unknown

@@ -176,12 +176,13 @@ export async function bootSmoke(o: BootSmokeOptions): Promise<BootSmokeResult> {
     const kernel = await get('vmlinuz');
     const initrd = await get('initrd.img');
     const cmdline = await exec('mtype', ['-i', vfat, '::cmdline.txt'], { env }).then((r) => r.stdout);
+    const append = virtCmdline(cmdline);
     const forward = { https: await freeLoopbackPort(), http: await freeLoopbackPort() };
     const args = qemuArgs({
       kernel,
       initrd,
       disk: join(o.outDir, card),
-      append: virtCmdline(cmdline),
+      append,
       forward,
     });
     let manager: ManagerProbe | undefined;
@@ -197,7 +198,7 @@ export async function bootSmoke(o: BootSmokeOptions): Promise<BootSmokeResult> {
     log.info('boot_smoke', {
       step: 'start',
       qemu: o.qemu ?? 'qemu-system-aarch64',
-      append: virtCmdline(cmdline),
+      append,
     });
     const consoleLog = join(o.outDir, 'boot-console.log');
     const r = await watchBoot(

@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { DebianArch } from './layout.js';
+import { missingTools } from './build.js';
 import { ImageError } from './errors.js';
 
 const exec = promisify(execFile);
@@ -72,15 +73,6 @@ export function planForeignArch(f: ForeignArchFacts): ForeignArchPlan {
   return { kind: 'setup', steps };
 }
 
-async function has(tool: string): Promise<boolean> {
-  try {
-    await exec('sh', ['-c', `command -v ${tool}`]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function archRuns(arch: DebianArch): Promise<boolean> {
   try {
     await exec('arch-test', [arch]);
@@ -101,7 +93,9 @@ async function facts(arch: DebianArch): Promise<ForeignArchFacts> {
   const hostArch = await exec('dpkg', ['--print-architecture'])
     .then((r) => r.stdout.trim())
     .catch(() => process.arch);
-  const archTest = await has('arch-test');
+  const qemu = [`${entryName}-static`, entryName];
+  const missing = new Set(await missingTools(['mmdebstrap', 'arch-test', 'update-binfmts', ...qemu]));
+  const archTest = !missing.has('arch-test');
   return {
     hostArch,
     arch,
@@ -110,10 +104,10 @@ async function facts(arch: DebianArch): Promise<ForeignArchFacts> {
     entry,
     root: process.geteuid?.() === 0,
     tools: {
-      mmdebstrap: await has('mmdebstrap'),
+      mmdebstrap: !missing.has('mmdebstrap'),
       archTest,
-      updateBinfmts: await has('update-binfmts'),
-      qemuUser: (await has(`${entryName}-static`)) || (await has(entryName)),
+      updateBinfmts: !missing.has('update-binfmts'),
+      qemuUser: qemu.some((q) => !missing.has(q)),
     },
   };
 }

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { lstat, mkdir, readdir, readlink, symlink, copyFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { promisify } from 'node:util';
+import { RUNTIME_ASSET_DIRS } from '../../firmware/update/runtime-tree.js';
 import { ImageError } from './errors.js';
 import type { DebianArch } from './layout.js';
 import { assertNativeTree, nativeBinaryFits, readHead } from './native-check.js';
@@ -113,15 +114,9 @@ export async function stageRuntime(
     await copyFile(src, join(slotDir, 'dist', 'scripts', 'image', f));
     await count(src);
   }
-  await copyTree(join(projectRoot, 'board-configs'), join(slotDir, 'board-configs'), () => false, plain);
-  // The Peripheral Manager's static files: tsc leaves them in the source tree (the same set an
-  // app bundle's runtime tree carries, firmware/update/runtime-tree.ts).
-  await copyTree(
-    join(projectRoot, 'firmware', 'peripheral-manager', 'ui'),
-    join(slotDir, 'firmware', 'peripheral-manager', 'ui'),
-    () => false,
-    plain,
-  );
+  // Board configs and the Manager's UI files: the same set an app bundle's runtime tree carries.
+  for (const d of RUNTIME_ASSET_DIRS)
+    await copyTree(join(projectRoot, d), join(slotDir, d), () => false, plain);
 
   if (nativeModules) {
     // The card-CPU tree (qperiph image native-modules) is the slot's node_modules,
