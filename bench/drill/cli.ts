@@ -29,6 +29,10 @@ Options:
   --peripherals N    override the scenario's peripheral count
   --boot-parallel N  peripherals booting at once (default 4)
   --sample-ms N      RSS sampling period for the peak-memory figure (default 1000, 0 = off)
+  --isolation MODE   loopback: every device on 127.x in this namespace (default);
+                     netns: each device in its own network namespace with a veth
+                     to the drill (root; needed for network-degrade); auto: netns
+                     when this process can make them, else loopback
   --quiet            no progress output
   -h, --help         this help
 
@@ -52,6 +56,7 @@ export async function runDrillCli(argv: string[]): Promise<number> {
         peripherals: { type: 'string' },
         'boot-parallel': { type: 'string' },
         'sample-ms': { type: 'string' },
+        isolation: { type: 'string' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -79,6 +84,9 @@ export async function runDrillCli(argv: string[]): Promise<number> {
   };
   try {
     const peripherals = int('peripherals', 1, 250);
+    const isolation = values['isolation'] ?? 'loopback';
+    if (isolation !== 'loopback' && isolation !== 'netns' && isolation !== 'auto')
+      throw new DrillError('DRILL_ERR_USAGE', '--isolation must be loopback, netns or auto');
     const bootParallel = int('boot-parallel', 1, 64) ?? 4;
     const sampleMs = int('sample-ms', 0, 60_000) ?? 1000;
     const scenario = await loadScenario(file, peripherals === undefined ? {} : { peripherals });
@@ -95,6 +103,7 @@ export async function runDrillCli(argv: string[]): Promise<number> {
       progress: new Progress(process.stderr, !values['quiet']),
       sampleMs,
       bootParallel,
+      isolation,
     });
     process.stdout.write(summariseReport(report));
     process.stdout.write(

@@ -29,6 +29,16 @@ import {
 } from './report.js';
 import { renderJunit } from './junit.js';
 import { DrillError, selectDevices, stepGroups, type Scenario, type ScenarioStep } from './scenario.js';
+import {
+  freeBlock,
+  HUB_ADDRESS,
+  namespacesAvailable,
+  planNamespaces,
+  removeStaleNamespaces,
+  setUpNamespaces,
+  tearDownNamespaces,
+  type NsDevice,
+} from './netns.js';
 import { groupRss, Supervisor, type TimelineEvent } from './supervisor.js';
 import { renderTimelineSvg } from './timeline-svg.js';
 
@@ -48,6 +58,11 @@ export interface DrillOptions {
   bootParallel?: number;
   /** Remove the device state directories at the end (keeps logs and bundles). */
   cleanup?: boolean;
+  /**
+   * Where the devices live: all on loopback addresses of this namespace (default), each in its
+   * own network namespace (root only; see netns.ts), or namespaces when they can be made.
+   */
+  isolation?: 'loopback' | 'netns' | 'auto';
 }
 
 interface Device {
@@ -109,7 +124,21 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
   await mkdir(o.outDir, { recursive: true });
   const coreDir = join(o.workDir, 'core');
   const signer = await createDevSigner({ dir: coreDir });
-  const tls = await createCoreTlsIdentity(['127.0.0.1']);
+  let isolation: 'loopback' | 'netns' = o.isolation === 'netns' ? 'netns' : 'loopback';
+  if (o.isolation === 'auto') {
+    const can = await namespacesAvailable();
+    isolation = can.ok ? 'netns' : 'loopback';
+    progress.note(`isolation: ${isolation} (${can.reason})`);
+  }
+  let namespaces: NsDevice[] = [];
+  if (isolation === 'netns') {
+    await removeStaleNamespaces();
+    namespaces = planNamespaces(String(process.pid), sc.peripherals, await freeBlock());
+    await setUpNamespaces(namespaces);
+  }
+  // The drill's own address as the devices see it (bundle downloads).
+  const hub = isolation === 'netns' ? HUB_ADDRESS : '127.0.0.1';
+  const tls = await createCoreTlsIdentity(['127.0.0.1', HUB_ADDRESS]);
   await writeFile(join(coreDir, 'core-ca.pem'), tls.caPem);
   const pkg = JSON.parse(await readFile(join(o.projectRoot, 'package.json'), 'utf8')) as { version: string };
   const bundles = new BundleFactory({
@@ -145,7 +174,8 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
   // ---- peripherals ----
   const devices: Device[] = [];
   for (let i = 1; i <= sc.peripherals; i++) {
-    const address = `${sc.addressPrefix}.${sc.firstHost + i - 1}`;
+    const ns = namespaces[i - 1];
+    const address = ns ? ns.address : `${sc.addressPrefix}.${sc.firstHost + i - 1}`;
     const dir = join(o.workDir, `dev${i}`);
     const stateDir = join(dir, 'state');
     await rm(dir, { recursive: true, force: true });
@@ -153,8 +183,10 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
     await provisionAnchor(stateDir, signer);
     const sup = new Supervisor({
       id: `dev${i}`,
-      command: process.execPath,
+      // `ip netns exec` enters the namespace and execs node: same pid, same process group.
+      command: ns ? 'ip' : process.execPath,
       args: [
+        ...(ns ? ['netns', 'exec', ns.name, process.execPath] : []),
         launchJs,
         '--app-root',
         join(stateDir, 'app'),
@@ -321,7 +353,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
             const size = (await readFile(bundle.path)).length;
             for (const d of chosen) {
               const proxy = new CuttingProxy({
-                listenHost: '127.0.0.1',
+                listenHost: hub,
                 upstreamHost: '127.0.0.1',
                 upstreamPort: serverPort,
                 ...(step.fault === 'network-cut'
@@ -341,7 +373,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
               const port = await proxy.listen();
               proxies.push(proxy);
               stepProxies.push(proxy);
-              fetchUrls[d.id] = `https://127.0.0.1:${port}${urlPath}`;
+              fetchUrls[d.id] = `https://${hub}:${port}${urlPath}`;
             }
           }
           const rangeBefore = bundleServer.rangeRequests;
@@ -440,6 +472,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
     };
     await Promise.all(Array.from({ length: 8 }, () => finalOne()));
     await Promise.all(devices.map((d) => d.sup.stop()));
+    if (namespaces.length) await tearDownNamespaces(namespaces);
     await bundleServer.close();
     for (const p of proxies) await p.close().catch(() => undefined);
     sampling = false;

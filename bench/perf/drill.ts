@@ -4,7 +4,10 @@
  * 100 peripherals (bench/drill/scenarios/bench-N.json: a canary-wave rollout
  * to all, then a power cut during the install on 10 %).
  *
- *   node dist/bench/perf/drill.js [10 50 100] [--boot-parallel N] [--keep]
+ *   node dist/bench/perf/drill.js [10 50 100] [--boot-parallel N] [--isolation MODE] [--keep]
+ *
+ * Isolation defaults to auto: each peripheral in its own network namespace when
+ * root (so a hundred do not all hear each other's QDP announcements), else loopback.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -19,11 +22,14 @@ const args = process.argv.slice(2);
 const keep = args.includes('--keep');
 const bpAt = args.indexOf('--boot-parallel');
 const bootParallel = bpAt >= 0 ? Number(args[bpAt + 1]) : 4;
+const isoAt = args.indexOf('--isolation');
+const isoArg = isoAt >= 0 ? args[isoAt + 1] : 'auto';
+const isolation = isoArg === 'loopback' || isoArg === 'netns' ? isoArg : 'auto';
 const sizes = args.filter((a, i) => /^\d+$/.test(a) && !(bpAt >= 0 && i === bpAt + 1)).map(Number);
 const runs = sizes.length ? sizes : [10, 50, 100];
 
 process.stdout.write(
-  `drill benchmark: ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, boot parallel ${bootParallel}\n`,
+  `drill benchmark: ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, boot parallel ${bootParallel}, isolation ${isolation}\n`,
 );
 process.stdout.write(
   'peripherals  wall s  boot s  rollout s  power-cut s  peak RSS MiB  MiB/peripheral  bricked  passed\n',
@@ -40,6 +46,7 @@ for (const n of runs) {
     progress: new Progress(process.stderr, true),
     sampleMs: 1000,
     bootParallel,
+    isolation,
     cleanup: !keep,
   });
   const first = report.steps[0];
