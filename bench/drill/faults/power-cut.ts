@@ -45,15 +45,34 @@ export function armPowerCut(
     if (rec['event'] !== 'state' || rec['to'] !== plan.phase) return;
     done = true;
     sup.off('log', onLog);
-    setTimeout(() => {
-      if (sup.powerCut()) onCut(`power cut in phase ${plan.phase} (+${plan.delayMs} ms)`);
+    timer = setTimeout(() => {
+      timer = null;
+      if (sup.powerCut()) {
+        onCut(`power cut in phase ${plan.phase} (+${plan.delayMs} ms)`);
+        return;
+      }
+      // The device was between runs (it had just exited 75 to reboot into the new slot):
+      // the power goes as the next run starts, i.e. during the reboot.
+      onStart = (e: { state: string }): void => {
+        if (e.state !== 'starting' || !onStart) return;
+        sup.off('transition', onStart);
+        onStart = null;
+        if (sup.powerCut())
+          onCut(`power cut in phase ${plan.phase} (+${plan.delayMs} ms, during the reboot)`);
+      };
+      sup.on('transition', onStart);
     }, plan.delayMs);
   };
+  let timer: NodeJS.Timeout | null = null;
+  let onStart: ((e: { state: string }) => void) | null = null;
   sup.on('log', onLog);
   return {
     disarm: () => {
       done = true;
       sup.off('log', onLog);
+      if (timer) clearTimeout(timer);
+      if (onStart) sup.off('transition', onStart);
+      onStart = null;
     },
   };
 }
