@@ -18,7 +18,7 @@ export const DRILL_HELP = `Usage: qperiph drill SCENARIO.json [options]
 Starts N virtual peripherals on loopback (127.0.0.N by default, each with its
 own state directory and app slots), rolls firmware out to them from a Core-side
 coordinator and injects the scenario's faults: power cut during the install,
-network cut mid-download, corrupt bundle, foreign signing key, downgrade,
+network cut or a tc-shaped link mid-download, corrupt bundle, foreign signing key, downgrade,
 firmware failing its health check, Core failover mid-rollout.
 
 Options:
@@ -29,10 +29,10 @@ Options:
   --peripherals N    override the scenario's peripheral count
   --boot-parallel N  peripherals booting at once (default 4)
   --sample-ms N      RSS sampling period for the peak-memory figure (default 1000, 0 = off)
-  --isolation MODE   loopback: every device on 127.x in this namespace (default);
-                     netns: each device in its own network namespace with a veth
-                     to the drill (root; needed for network-degrade); auto: netns
-                     when this process can make them, else loopback
+  --isolation MODE   auto (default): netns when this process can make them, else
+                     loopback; netns: each device in its own network namespace
+                     with a veth to the drill (root; needed for network-degrade);
+                     loopback: every device on 127.x in this namespace
   --quiet            no progress output
   -h, --help         this help
 
@@ -84,7 +84,7 @@ export async function runDrillCli(argv: string[]): Promise<number> {
   };
   try {
     const peripherals = int('peripherals', 1, 250);
-    const isolation = values['isolation'] ?? 'loopback';
+    const isolation = values['isolation'] ?? 'auto';
     if (isolation !== 'loopback' && isolation !== 'netns' && isolation !== 'auto')
       throw new DrillError('DRILL_ERR_USAGE', '--isolation must be loopback, netns or auto');
     const bootParallel = int('boot-parallel', 1, 64) ?? 4;

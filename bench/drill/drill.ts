@@ -16,6 +16,7 @@ import { BundleServer } from './bundle-server.js';
 import type { CoordinatorConfig } from './coordinator.js';
 import { BundleFactory, type StepBundle } from './faults/bundles.js';
 import { runCoordinated } from './faults/failover.js';
+import { Degrader, type TbfStats } from './faults/net-degrade.js';
 import { CuttingProxy } from './faults/net-proxy.js';
 import { armPowerCut, planCut, seededRandom } from './faults/power-cut.js';
 import { Progress } from './progress.js';
@@ -28,7 +29,14 @@ import {
   type StepReport,
 } from './report.js';
 import { renderJunit } from './junit.js';
-import { DrillError, selectDevices, stepGroups, type Scenario, type ScenarioStep } from './scenario.js';
+import {
+  DrillError,
+  NETNS_FAULTS,
+  selectDevices,
+  stepGroups,
+  type Scenario,
+  type ScenarioStep,
+} from './scenario.js';
 import {
   freeBlock,
   HUB_ADDRESS,
@@ -130,6 +138,12 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
     isolation = can.ok ? 'netns' : 'loopback';
     progress.note(`isolation: ${isolation} (${can.reason})`);
   }
+  const needsNs = sc.steps.filter((st) => NETNS_FAULTS.has(st.fault)).map((st) => st.fault);
+  if (needsNs.length && isolation !== 'netns')
+    throw new DrillError(
+      'DRILL_ERR_USAGE',
+      `${[...new Set(needsNs)].join(', ')} shapes each device's own link: run as root with --isolation netns (or auto where namespaces work)`,
+    );
   let namespaces: NsDevice[] = [];
   if (isolation === 'netns') {
     await removeStaleNamespaces();
@@ -353,10 +367,13 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
           }
           const fetchUrls: Record<string, string> = {};
           const stepProxies: CuttingProxy[] = [];
+          const degraders = new Map<string, Degrader>();
           const urlPath = `/bundles/step-${si + 1}.qpb`;
+          let bundleSize = 0;
           if (step.delivery === 'fetch') {
             bundleServer.files.set(urlPath, bundle.path);
             const size = (await readFile(bundle.path)).length;
+            bundleSize = size;
             for (const d of chosen) {
               const proxy = new CuttingProxy({
                 listenHost: hub,
@@ -367,7 +384,10 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
                       cutAfterBytes: Math.floor(size * (0.3 + 0.4 * rand())),
                       bytesPerSecond: 4 * 1024 * 1024,
                     }
-                  : {}),
+                  : step.fault === 'network-degrade'
+                    ? // Slow enough that the shaper (a `tc` exec away) lands mid-download.
+                      { bytesPerSecond: 1024 * 1024 }
+                    : {}),
               });
               proxy.on('cut', (e: { afterBytes: number }) =>
                 d.timeline.push({
@@ -379,6 +399,17 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
               const port = await proxy.listen();
               proxies.push(proxy);
               stepProxies.push(proxy);
+              const ns = namespaces[d.index - 1];
+              if (step.fault === 'network-degrade' && ns) {
+                const dg = new Degrader(
+                  ns.name,
+                  { afterBytes: Math.floor(size * (0.3 + 0.4 * rand())), rateKbit: DEGRADED_KBIT },
+                  () => proxy.bytesDown,
+                  (detail) => d.timeline.push({ atMs: Date.now(), state: 'network-degrade', detail }),
+                );
+                dg.arm();
+                degraders.set(d.id, dg);
+              }
               fetchUrls[d.id] = `https://${hub}:${port}${urlPath}`;
             }
           }
@@ -438,6 +469,22 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
             }),
           );
           for (const f of disarm) f();
+          const degraded = new Map<string, DegradeEvidence>();
+          for (const [id, dg] of degraders) {
+            const dev = byId.get(id);
+            const verifiedAt = dev?.timeline.find(
+              (e) => e.state === 'verified' && dg.appliedAtMs !== null && e.atMs >= dg.appliedAtMs,
+            )?.atMs;
+            degraded.set(id, {
+              appliedAtMs: dg.appliedAtMs,
+              appliedAtBytes: dg.appliedAtBytes,
+              error: dg.error,
+              stats: await dg.stats(),
+              verifiedAtMs: verifiedAt ?? null,
+              size: bundleSize,
+            });
+            await dg.clear();
+          }
           for (const p of stepProxies) await p.close();
           bundleServer.files.delete(urlPath);
           const results = run.results;
@@ -455,6 +502,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
             failover: run.failover !== null,
             proxyCuts: stepProxies.reduce((n, p) => n + p.cutsDone, 0),
             rangeRequests: bundleServer.rangeRequests - rangeBefore,
+            degraded,
           });
           log.info('drill.step', { step: step.name, results: results.map((r) => [r.id, r.state]) });
         }),
@@ -538,13 +586,20 @@ export function stepAssertions(
   before: ReadonlyMap<string, DeviceFirmwareStatus | null>,
   after: ReadonlyMap<string, DeviceFirmwareStatus | null>,
   check: Check,
-  extra: { cuts: ReadonlyMap<string, string>; failover: boolean; proxyCuts: number; rangeRequests: number },
+  extra: {
+    cuts: ReadonlyMap<string, string>;
+    failover: boolean;
+    proxyCuts: number;
+    rangeRequests: number;
+    degraded?: ReadonlyMap<string, DegradeEvidence>;
+  },
 ): void {
   const s = step.name;
   const byId = new Map(results.map((r) => [r.id, r]));
   const want: Partial<Record<ScenarioStep['fault'], DeviceResult['state']>> = {
     none: 'committed',
     'network-cut': 'committed',
+    'network-degrade': 'committed',
     'core-failover': 'committed',
     corrupt: 'refused',
     'foreign-key': 'refused',
@@ -633,6 +688,49 @@ export function stepAssertions(
       `${extra.rangeRequests} range requests`,
     );
   }
+  if (step.fault === 'network-degrade')
+    for (const d of chosen) {
+      const e = extra.degraded?.get(d.id);
+      check(
+        s,
+        'link shaped mid-download',
+        !!e && e.appliedAtMs !== null && e.appliedAtBytes > 0 && e.appliedAtBytes < e.size,
+        e?.error ?? `shaper applied after ${e?.appliedAtBytes ?? 0} of ${e?.size ?? 0} bytes`,
+        d.id,
+      );
+      // The rest of the bundle crossed the shaper: its counters saw it, and the download
+      // could not finish faster than the shaped rate allows (less the socket buffers' share).
+      const rest = e ? e.size - e.appliedAtBytes : 0;
+      check(
+        s,
+        'the rest of the download went through the shaped link',
+        !!e?.stats && e.stats.sentBytes >= rest * 0.5 && e.stats.overlimits > 0,
+        `tbf sent ${e?.stats?.sentBytes ?? 0} bytes, overlimits ${e?.stats?.overlimits ?? 0}, rest ${rest}`,
+        d.id,
+      );
+      const tookMs =
+        e && e.verifiedAtMs !== null && e.appliedAtMs !== null ? e.verifiedAtMs - e.appliedAtMs : null;
+      check(
+        s,
+        'download slowed to the shaped rate and still completed',
+        tookMs !== null && tookMs >= ((rest * 8) / DEGRADED_KBIT) * 0.5,
+        `verified ${tookMs ?? '-'} ms after shaping; ${rest} bytes at ${DEGRADED_KBIT} kbit/s take ${Math.round((rest * 8) / DEGRADED_KBIT)} ms`,
+        d.id,
+      );
+    }
   if (step.fault === 'core-failover')
     check(s, 'primary coordinator killed mid-rollout, backup finished', extra.failover);
+}
+
+/** The shaped rate of a degraded link (kbit/s). */
+const DEGRADED_KBIT = 2000;
+
+export interface DegradeEvidence {
+  appliedAtMs: number | null;
+  appliedAtBytes: number;
+  error: string | null;
+  stats: TbfStats | null;
+  /** When the device logged the bundle verified (the download done), after the shaping. */
+  verifiedAtMs: number | null;
+  size: number;
 }

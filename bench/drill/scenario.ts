@@ -14,6 +14,7 @@ export const FAULT_KINDS = [
   'none',
   'power-cut',
   'network-cut',
+  'network-degrade',
   'corrupt',
   'foreign-key',
   'downgrade',
@@ -21,6 +22,12 @@ export const FAULT_KINDS = [
   'core-failover',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
+
+/** Faults on the download path: the device must fetch the bundle (through a proxy). */
+const NETWORK_FAULTS: ReadonlySet<FaultKind> = new Set(['network-cut', 'network-degrade']);
+
+/** Faults that need each device in its own network namespace (a veth to shape). */
+export const NETNS_FAULTS: ReadonlySet<FaultKind> = new Set(['network-degrade']);
 
 export type DeviceSelection = 'all' | number[] | { percent: number };
 
@@ -193,9 +200,9 @@ export function parseScenario(value: unknown, override: { peripherals?: number }
     if (Array.isArray(devices) && devices.some((d) => d > peripherals))
       issues.push({ path: `/steps/${i}/devices`, message: `names a device above ${peripherals}` });
     const delivery =
-      (s['delivery'] as 'push' | 'fetch' | undefined) ?? (fault === 'network-cut' ? 'fetch' : 'push');
-    if (fault === 'network-cut' && delivery !== 'fetch')
-      issues.push({ path: `/steps/${i}/delivery`, message: 'a network cut needs delivery "fetch"' });
+      (s['delivery'] as 'push' | 'fetch' | undefined) ?? (NETWORK_FAULTS.has(fault) ? 'fetch' : 'push');
+    if (NETWORK_FAULTS.has(fault) && delivery !== 'fetch')
+      issues.push({ path: `/steps/${i}/delivery`, message: `a ${fault} needs delivery "fetch"` });
     return {
       name: (s['name'] as string | undefined) ?? `${i + 1}: ${fault}`,
       fault,

@@ -21,6 +21,7 @@ export const STATE_COLOURS: Readonly<Record<string, string>> = {
   failed: '#b91c1c',
   timeout: '#6b7280',
   'network-cut': '#dc2626',
+  'network-degrade': '#ea580c',
   'core-failover': '#dc2626',
   verified: '#bfdbfe',
   writing: '#60a5fa',
@@ -34,7 +35,7 @@ export const STATE_COLOURS: Readonly<Record<string, string>> = {
 };
 
 const MARKS = new Set(['power-cut']);
-const POINT_MARKS = new Set(['network-cut', 'core-failover']);
+const POINT_MARKS = new Set(['network-cut', 'network-degrade', 'core-failover']);
 
 export function renderTimelineSvg(r: DrillReport, o: { width?: number; rowHeight?: number } = {}): string {
   const width = o.width ?? 1000;

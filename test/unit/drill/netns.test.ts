@@ -8,7 +8,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   deviceBatch,
   freeBlock,
@@ -81,10 +81,15 @@ const firstLine = (child: ReturnType<typeof nsExec>): Promise<string> =>
     child.on('exit', (code) => reject(new Error(`exited ${code} before a line: ${out}`)));
   });
 
-const can = await namespacesAvailable();
-const skip = can.ok ? false : `network namespaces unavailable: ${can.reason}`;
+t.test('real namespaces', async (t) => {
+  const can = await namespacesAvailable();
+  const skip = can.ok ? false : `network namespaces unavailable: ${can.reason}`;
+  await t.test('reachable over the veth, isolated loopback, clean teardown', { skip }, (t) =>
+    realNamespaces(t),
+  );
+});
 
-t.test('real namespaces: reachable over the veth, isolated loopback, clean teardown', { skip }, async (t) => {
+async function realNamespaces(t: Test): Promise<void> {
   const devices = planNamespaces(`t${process.pid % 100000}`, 2, await freeBlock());
   await setUpNamespaces(devices);
   t.teardown(() => tearDownNamespaces(devices));
@@ -129,4 +134,4 @@ t.test('real namespaces: reachable over the veth, isolated loopback, clean teard
   const left = (await run('ip', ['netns', 'list'])).stdout;
   t.notMatch(left, new RegExp(`\\b${a.name}\\b`), 'namespace removed');
   t.notMatch(left, new RegExp(`\\b${b.name}\\b`), 'namespace removed');
-});
+}
