@@ -289,20 +289,101 @@ export function readPayload(
   dst: Float32Array,
   dstOffset: number,
 ): void {
+  readPayloadAt(enc, src, 0, count, dst, dstOffset);
+}
+
+// One float32 of scratch: big-endian bytes in, the value out, without a DataView per packet.
+const F32_SCRATCH = new Float32Array(1);
+const F32_BYTES = new Uint8Array(F32_SCRATCH.buffer);
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * `readPayload` from byte `srcOffset` of `src` (a whole datagram): the receive fast path, which
+ * allocates nothing.
+ */
+export function readPayloadAt(
+  enc: SampleEncoding,
+  src: Uint8Array,
+  srcOffset: number,
+  count: number,
+  dst: Float32Array,
+  dstOffset: number,
+): void {
   if (enc === 'F32') {
-    const dv = new DataView(src.buffer, src.byteOffset, src.byteLength);
-    for (let i = 0; i < count; i++) dst[dstOffset + i] = dv.getFloat32(i * 4, false);
+    const b = F32_BYTES;
+    for (let i = 0, o = srcOffset; i < count; i++, o += 4) {
+      if (HOST_LE) {
+        b[0] = src[o + 3]!;
+        b[1] = src[o + 2]!;
+        b[2] = src[o + 1]!;
+        b[3] = src[o]!;
+      } else {
+        b[0] = src[o]!;
+        b[1] = src[o + 1]!;
+        b[2] = src[o + 2]!;
+        b[3] = src[o + 3]!;
+      }
+      dst[dstOffset + i] = F32_SCRATCH[0]!;
+    }
   } else if (enc === 'L24') {
-    for (let i = 0, o = 0; i < count; i++, o += 3) {
+    for (let i = 0, o = srcOffset; i < count; i++, o += 3) {
       const v = (src[o]! << 24) | (src[o + 1]! << 16) | (src[o + 2]! << 8);
       dst[dstOffset + i] = (v >> 8) / 8388608;
     }
   } else {
-    for (let i = 0, o = 0; i < count; i++, o += 2) {
+    for (let i = 0, o = srcOffset; i < count; i++, o += 2) {
       const v = (src[o]! << 24) | (src[o + 1]! << 16);
       dst[dstOffset + i] = (v >> 16) / 32768;
     }
   }
+}
+
+/** The header fields a receiver needs, filled in place by `scanRtp`. */
+export interface RtpView {
+  payloadType: number;
+  sequence: number;
+  timestamp: number;
+  ssrc: number;
+  /** Payload (padding removed) as a byte range of the datagram. */
+  payloadOffset: number;
+  payloadLength: number;
+}
+
+export function createRtpView(): RtpView {
+  return { payloadType: 0, sequence: 0, timestamp: 0, ssrc: 0, payloadOffset: 0, payloadLength: 0 };
+}
+
+/**
+ * The receive fast path of `decodeRtp`: the same checks in the same order, but it fills `out`
+ * and returns the error code `decodeRtp` would throw (null when well formed), so a receiver
+ * allocates nothing per datagram, good or bad.
+ */
+export function scanRtp(data: Uint8Array, out: RtpView): RtpDecodeErrorCode | null {
+  const len = data.length;
+  if (len < RTP_HEADER_BYTES) return 'AUDIO_ERR_SHORT';
+  const b0 = data[0]!;
+  if (b0 >> 6 !== RTP_VERSION) return 'AUDIO_ERR_VERSION';
+  let off = RTP_HEADER_BYTES + (b0 & 0x0f) * 4;
+  if (off > len) return 'AUDIO_ERR_CSRC';
+  if ((b0 & 0x10) !== 0) {
+    if (off + 4 > len) return 'AUDIO_ERR_EXTENSION';
+    const words = (data[off + 2]! << 8) | data[off + 3]!;
+    if (off + 4 + words * 4 > len) return 'AUDIO_ERR_EXTENSION';
+    off += 4 + words * 4;
+  }
+  let end = len;
+  if ((b0 & 0x20) !== 0) {
+    const pad = data[len - 1]!;
+    if (pad === 0 || end - pad < off) return 'AUDIO_ERR_PADDING';
+    end -= pad;
+  }
+  out.payloadType = data[1]! & 0x7f;
+  out.sequence = (data[2]! << 8) | data[3]!;
+  out.timestamp = ((data[4]! << 24) | (data[5]! << 16) | (data[6]! << 8) | data[7]!) >>> 0;
+  out.ssrc = ((data[8]! << 24) | (data[9]! << 16) | (data[10]! << 8) | data[11]!) >>> 0;
+  out.payloadOffset = off;
+  out.payloadLength = end - off;
+  return null;
 }
 
 /** Check an RTP packet's payload against a stream format; throws RtpDecodeError. */
