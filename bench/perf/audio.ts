@@ -5,12 +5,14 @@
  *    p50/p99/max on the wire (tshark on lo, when root and tshark are available; otherwise the
  *    worker's own send-time log), share of back-to-back packets (gap < 25% of the period); idle, and
  *    with an HTTP server in this process under 200 req/s from a second process.
- * 2. CPU of one 16 ch Q-LAN stream TX + RX in this process vs GStreamer doing the same
+ * 2. CPU of one 16 ch Q-LAN stream TX + RX in this process (a bare RtpReceiver, then the
+ *    engine's receive path: receive worker, mix, ring, card) vs GStreamer doing the same
  *    (audiotestsrc ! rtpL24pay ! udpsink + udpsrc ! rtpjitterbuffer ! rtpL24depay ! fakesink).
  * 3. End-to-end latency: virtual capture (1 ms blocks) -> RTP -> jitter buffer -> virtual playback.
  * 4. Drift: buffer slips at +-100 ppm card error over AUDIO_BENCH_DRIFT_S (default 600) seconds.
  *
- * Env: AUDIO_BENCH_S (seconds per pacing run, default 10); AUDIO_BENCH_PARTS (comma list of
+ * Env: AUDIO_BENCH_RX_THREAD=main runs the engines' receive on the main thread (as before the
+ * receive worker) for comparison. AUDIO_BENCH_S (seconds per pacing run, default 10); AUDIO_BENCH_PARTS (comma list of
  * pacing,rt,load,loadrt,cpu,latency,drift; default all). `loadrt` is `load` with the worker at SCHED_FIFO. `rt` repeats the idle pacing runs with the
  * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE).
  */
@@ -36,6 +38,8 @@ import type { BoardConfig } from '../../firmware/config/board-types.js';
 const SECONDS = Number(process.env['AUDIO_BENCH_S'] ?? 10);
 const DRIFT_S = Number(process.env['AUDIO_BENCH_DRIFT_S'] ?? 600);
 const SETTLE_S = Number(process.env['AUDIO_BENCH_SETTLE_S'] ?? 5);
+/** Where the engines' receive runs: the worker (default, as in the runtime) or 'main' (before). */
+const RX_THREAD: 'worker' | 'main' = process.env['AUDIO_BENCH_RX_THREAD'] === 'main' ? 'main' : 'worker';
 const clock = createMediaClock();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const isRoot = process.getuid?.() === 0;
@@ -255,6 +259,7 @@ async function cpuRun(): Promise<void> {
   console.log(
     `  qperiph: ${(ours * 100).toFixed(1)}% of one core (TX worker + RX + feeding, whole process); played ${played} frames; RX lost ${rx.counters().lost}`,
   );
+  await engineCpuRun();
   if (!haveGst) {
     console.log('  GStreamer: not installed, no comparison');
     return;
@@ -305,6 +310,67 @@ async function cpuRun(): Promise<void> {
     `  GStreamer: ${(gst * 100).toFixed(1)}% of one core (audiotestsrc+rtpL24pay+udpsink, udpsrc+rtpjitterbuffer+rtpL24depay+fakesink)`,
   );
   console.log(`  ratio qperiph / GStreamer: ${(ours / gst).toFixed(2)}x`);
+}
+
+/**
+ * The runtime's receive path: the same 16 ch stream into an AudioEngine (receive worker, mix,
+ * ring, output gain and meters, card rate matcher, virtual card), whole process.
+ */
+async function engineCpuRun(): Promise<void> {
+  const port = 24104;
+  const sys = createSystemClock();
+  const e = new AudioEngine({
+    board: LAT_BOARD,
+    audio: new VirtualAudioBinding({ clock: sys, record: false }),
+    datagram: createAudioDatagramBinding(),
+    clock: sys,
+    mediaClock: clock,
+    logger: createMemoryLogger(),
+    lanA: '127.0.4.2',
+    playbackChannels: 16,
+    rxThread: RX_THREAD,
+  });
+  await e.start();
+  await e.openRx({
+    id: 'r',
+    kind: 'qlan',
+    channelMap: Array.from({ length: 16 }, (_, i) => i),
+    source: { address: '127.0.4.2', port },
+    delayMs: 10,
+  });
+  const format = qlanFormat(16);
+  const sender = new RtpSender({
+    format,
+    payloadType: QLAN_PAYLOAD_TYPE,
+    destination: { address: '127.0.4.2', port },
+    bindAddress: '127.0.4.1',
+    ssrc: 4,
+    clock,
+  });
+  const block = new Float32Array(48 * 16);
+  for (let i = 0; i < block.length; i++) block[i] = Math.sin(i / 10) * 0.5;
+  const feeder = setInterval(() => {
+    while (sender.space() >= 48) sender.write(block, 48);
+  }, 2);
+  await sender.start();
+  await sleep(500);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const done = progress(
+    `  qperiph engine 16 ch Q-LAN RX (receive in the ${e.rxThread} thread) + TX`,
+    SECONDS,
+  );
+  await sleep(SECONDS * 1000);
+  done();
+  const du = process.cpuUsage(c0);
+  const wall = (performance.now() - t0) / 1000;
+  const rc = e.list()[0]!.counters as { lost: number; late: number; received: number };
+  clearInterval(feeder);
+  await sender.stop();
+  await e.stop();
+  console.log(
+    `  qperiph engine: ${(((du.user + du.system) / 1e6 / wall) * 100).toFixed(1)}% of one core (TX worker + engine RX in the ${e.rxThread} thread + mix + card, whole process); RX received ${rc.received}, lost ${rc.lost}, late ${rc.late}`,
+  );
 }
 
 async function latencyRun(delayFrames: number, port: number): Promise<void> {
@@ -501,6 +567,7 @@ async function engineLatencyRun(
     blockFrames: o.block,
     txBufferFrames: o.txBufferFrames,
     playbackQueueFrames: o.playbackQueueFrames,
+    rxThread: RX_THREAD,
   };
   const txEngine = new AudioEngine({
     ...common,
@@ -541,10 +608,9 @@ async function engineLatencyRun(
   const rxi = rxEngine as unknown as {
     playback: { queuedFrames(): number } | null;
     matcher: { backlog: number; startTrimmed: number; startPadded: number } | null;
-    rx: Map<string, { receiver: { jitter: { depthPackets(): number; aligned: boolean } } }>;
   };
-  const jb = rxi.rx.get('r')!.receiver.jitter;
-  const rxState = `card queue ${rxi.playback?.queuedFrames().toFixed(0)}, matcher backlog ${rxi.matcher?.backlog.toFixed(0)} (start trim ${rxi.matcher?.startTrimmed}, pad ${rxi.matcher?.startPadded}), jitter depth ${jb.depthPackets()} packets, aligned ${jb.aligned}`;
+  const jb = rxEngine.rxState('r')!;
+  const rxState = `card queue ${rxi.playback?.queuedFrames().toFixed(0)}, matcher backlog ${rxi.matcher?.backlog.toFixed(0)} (start trim ${rxi.matcher?.startTrimmed}, pad ${rxi.matcher?.startPadded}), jitter depth ${jb.depthPackets} packets, aligned ${jb.aligned}, receive in the ${rxEngine.rxThread} thread`;
   const tx = txEngine.list()[0]!.counters as SenderCounters;
   const rx = rxEngine.list()[0]!.counters as { lost: number; late: number };
   await txEngine.stop();

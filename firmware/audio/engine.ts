@@ -9,6 +9,12 @@
  * playback. One playout tick drives every receiver, then takes the mix up to the earliest frame
  * any anchored stream has still to deliver.
  *
+ * Where receive runs (`rxThread`): with real sockets (the audio datagram binding) the receivers
+ * and the mix run in a worker thread (rx-worker.ts) that writes mixed frames into a shared ring,
+ * so a stalled event loop no longer makes packets late or lost; this thread keeps output gain,
+ * meters, the CardRateMatcher and the card, and drains the ring every millisecond. With any other
+ * binding (the in-memory fake of unit tests) the same RxMix runs here, on the engine's clock.
+ *
  * The card is opened only while a stream needs it: capture from the first TX stream to the last,
  * playback from the first RX stream to the last (or always, with `captureWhenIdle` /
  * `playbackWhenIdle`), so an idle peripheral runs no audio timers at all. Playback goes through a
@@ -35,9 +41,13 @@ import {
 } from './dsp.js';
 import type { MediaClock, MediaClockStatus } from './media-clock.js';
 import { CardRateMatcher } from './card-rate-matcher.js';
-import { rtpTimestampAt, tsDiff } from './media-timeline.js';
-import { PlayoutMix, type PlayoutMixCounters } from './playout-mix.js';
+import { rtpTimestampAt } from './media-timeline.js';
+import type { PlayoutMixCounters } from './playout-mix.js';
 import { RtpReceiver } from './receiver.js';
+import { RxMix } from './rx-mix.js';
+import type { RxState } from './rx-shared.js';
+import { RxThread } from './rx-thread.js';
+import { workerSocketsOf } from './audio-datagram.js';
 import { checkFormat, QLAN_PAYLOAD_TYPE, type AudioFormat, type SampleEncoding } from './rtp-codec.js';
 import { encodeSdp } from './sdp-codec.js';
 import { isMulticast, RtpSender, type SenderCounters } from './sender.js';
@@ -113,6 +123,13 @@ export interface AudioEngineOptions {
   playbackWhenIdle?: boolean;
   /** SCHED_FIFO priority for sender worker threads (needs CAP_SYS_NICE); unset = normal. */
   senderRtPriority?: number | null;
+  /**
+   * Where receivers and the playout mix run: 'worker' (a thread of their own, real sockets only)
+   * or 'main' (this event loop, through `datagram`). Default: 'worker' when `datagram` is the
+   * audio datagram binding (createAudioDatagramBinding), else 'main'. The worker maps media time
+   * from `mediaClock.anchorNs` (a clock on the monotonic clock, as both real ones are).
+   */
+  rxThread?: 'worker' | 'main';
 }
 
 interface TxStream {
@@ -130,7 +147,10 @@ interface TxStream {
 interface RxStream {
   spec: RxStreamSpec;
   format: AudioFormat;
-  receiver: RtpReceiver;
+  /** The receiver, when it runs on this thread (null: it runs in the receive worker). */
+  receiver: RtpReceiver | null;
+  /** The receive worker it runs in. */
+  thread: RxThread | null;
 }
 
 export interface StreamStatus {
@@ -141,6 +161,26 @@ export interface StreamStatus {
   counters: SenderCounters | (ReceiverCounters & { rejoins: number });
   sdp?: string | null;
   driftPpm?: number;
+}
+
+function emptyRxCounters(): ReceiverCounters & { rejoins: number } {
+  return {
+    received: 0,
+    lost: 0,
+    late: 0,
+    duplicate: 0,
+    merged: 0,
+    reordered: 0,
+    ssrcErrors: 0,
+    payloadTypeErrors: 0,
+    timestampErrors: 0,
+    malformed: {},
+    playedPackets: 0,
+    jitter: 0,
+    extendedHighestSeq: 0,
+    perPath: [0, 0],
+    rejoins: 0,
+  };
 }
 
 function bad(msg: string): never {
@@ -166,7 +206,14 @@ export class AudioEngine {
   readonly outputControls: ChannelControls;
   private readonly inputMeters: Meters;
   private readonly outputMeters: Meters;
-  private mix: PlayoutMix | null = null;
+  /** Receivers + bus on this thread ('main'), while playback is open. */
+  private rxMix: RxMix | null = null;
+  /** The receive worker ('worker'), while playback is open. */
+  private rxWorker: RxThread | null = null;
+  private rxWorkerStarting: Promise<RxThread> | null = null;
+  /** Where receive runs (see `AudioEngineOptions.rxThread`). */
+  readonly rxThread: 'worker' | 'main';
+  private readonly recvBufferSize: number;
   private mixTimer: TimerHandle | null = null;
   private nextSsrc: number;
   /** audio_timer_slack_failed is logged once per engine. */
@@ -181,6 +228,9 @@ export class AudioEngine {
     this.inputMeters = new Meters(this.capCh);
     this.outputMeters = new Meters(this.playCh);
     this.nextSsrc = (Number(o.mediaClock.nowNs() % 0xffffffffn) ^ 0x5a5a5a5a) >>> 0;
+    const ws = workerSocketsOf(o.datagram);
+    this.rxThread = o.rxThread ?? (ws ? 'worker' : 'main');
+    this.recvBufferSize = ws?.recvBufferSize ?? 4 * 1024 * 1024;
   }
 
   async start(): Promise<void> {
@@ -219,7 +269,7 @@ export class AudioEngine {
     p.onError((e) => this.o.logger.warn('audio_playback_error', { error: e }));
     this.playback = p;
     this.cardSlips = 0;
-    this.mix = new PlayoutMix(this.playCh);
+    if (this.rxThread === 'main') this.rxMix = new RxMix(this.playCh);
     this.matcher = p.queuedFrames
       ? new CardRateMatcher({
           channels: this.playCh,
@@ -248,8 +298,13 @@ export class AudioEngine {
         const p = this.playback;
         this.playback = null;
         this.matcher = null;
-        this.mix = null;
+        this.rxMix = null;
         this.stopMixTick();
+        const w =
+          this.rxWorker ?? (this.rxWorkerStarting ? await this.rxWorkerStarting.catch(() => null) : null);
+        this.rxWorker = null;
+        this.rxWorkerStarting = null;
+        await w?.stop();
         await p.close().catch((e: unknown) => this.o.logger.warn('audio_playback_error', { error: e }));
         this.o.logger.info('audio_card_closed', { side: 'playback' });
       }
@@ -291,24 +346,6 @@ export class AudioEngine {
     }
   }
 
-  /** A packet played out by a receiver: onto the mix at the local time it plays. */
-  private onRxPacket(
-    s: RxStream,
-    samples: Float32Array,
-    frames: number,
-    missing: boolean,
-    timestamp: number,
-  ): void {
-    if (missing || !this.mix) return;
-    this.mix.add(
-      s.receiver.jitter.localTsOf(timestamp),
-      samples,
-      frames,
-      s.format.channels,
-      s.spec.channelMap,
-    );
-  }
-
   private startMixTick(): void {
     if (this.mixTimer) return;
     this.mixTimer = this.o.clock.setTimeout(() => this.onMixTick(), 1);
@@ -321,44 +358,21 @@ export class AudioEngine {
 
   /**
    * One playout step for every RX stream at the same local media time, then hand the card all
-   * frames every anchored stream has delivered. Public so virtual-time tests can drive it.
+   * frames every anchored stream has delivered; with the receive worker, hand the card what the
+   * worker has mixed. Public so virtual-time tests can drive it.
    */
   onMixTick(): void {
     this.mixTimer = null;
     try {
-      const mix = this.mix;
-      const nowTs = rtpTimestampAt(this.o.mediaClock.nowNs());
-      if (mix && !mix.running) {
-        const first = this.earliestNext(nowTs);
-        if (first !== null) mix.start(first);
-      }
-      for (const s of this.rx.values()) s.receiver.onTick(nowTs);
-      if (mix) {
-        const horizon = this.earliestNext(nowTs);
-        if (horizon === null) mix.reset();
-        else mix.take(horizon, (x, n) => this.writePlayback(x, n));
-      }
+      if (this.rxWorker) this.rxWorker.drain(this.emitPlayback);
+      else this.rxMix?.tick(rtpTimestampAt(this.o.mediaClock.nowNs()), this.emitPlayback);
     } catch (e) {
       this.o.logger.warn('audio_mix_error', { error: e });
     }
     if (this.rx.size > 0 || this.openingRx > 0) this.startMixTick();
   }
 
-  /** Earliest local media time any anchored RX stream will play next (null: none anchored). */
-  private earliestNext(nowTs: number): number | null {
-    let best: number | null = null;
-    let bestOff = 0;
-    for (const s of this.rx.values()) {
-      const next = s.receiver.jitter.nextLocalTs();
-      if (next === null) continue;
-      const off = tsDiff(nowTs, next);
-      if (best === null || off < bestOff) {
-        best = next;
-        bestOff = off;
-      }
-    }
-    return best;
-  }
+  private readonly emitPlayback = (x: Float32Array, n: number): void => this.writePlayback(x, n);
 
   private writePlayback(samples: Float32Array, frames: number): void {
     applyGain(samples, frames, this.playCh, this.outputControls);
@@ -375,9 +389,57 @@ export class AudioEngine {
     else pb?.write(samples, frames);
   }
 
-  /** The playout bus's counters (null while playback is closed). */
+  /**
+   * The playout bus's counters (null while playback is closed). With the receive worker,
+   * `skippedFrames` also counts mixed frames the shared ring had no room for (this thread did not
+   * read for longer than the ring holds) and `playedFrames` counts frames into the ring.
+   */
   mixCounters(): PlayoutMixCounters | null {
-    return this.mix ? { ...this.mix.counters } : null;
+    if (this.rxMix) return { ...this.rxMix.mix.counters };
+    if (this.rxWorker) return this.rxWorker.mixCounters();
+    if (this.playback && this.rxThread === 'worker')
+      return { droppedFrames: 0, skippedFrames: 0, playedFrames: 0 };
+    return null;
+  }
+
+  /** An RX stream's jitter-buffer state (benchmarks, diagnostics); null for no such stream. */
+  rxState(id: string): RxState | null {
+    const s = this.rx.get(id);
+    if (!s) return null;
+    if (s.receiver)
+      return {
+        depthPackets: s.receiver.jitter.depthPackets(),
+        aligned: s.receiver.jitter.aligned,
+        anchored: s.receiver.jitter.anchored,
+      };
+    return s.thread?.stateOf(id) ?? null;
+  }
+
+  private startRxWorker(): Promise<RxThread> {
+    // A worker that died (logged as audio_rx_worker_exited) is replaced for new streams; the
+    // streams it carried keep their last counters until closed.
+    if (this.rxWorker?.running) return Promise.resolve(this.rxWorker);
+    if (!this.rxWorkerStarting) {
+      const w = new RxThread({
+        channels: this.playCh,
+        anchorNs: this.o.mediaClock.anchorNs,
+        logger: this.o.logger,
+        recvBufferSize: this.recvBufferSize,
+      });
+      this.rxWorkerStarting = w.start().then(
+        () => {
+          this.rxWorker = w;
+          this.rxWorkerStarting = null;
+          this.o.logger.info('audio_rx_worker_started', { tid: w.tid });
+          return w;
+        },
+        (e: unknown) => {
+          this.rxWorkerStarting = null;
+          throw e;
+        },
+      );
+    }
+    return this.rxWorkerStarting;
   }
 
   private formatFor(kind: StreamKind, channels: number, enc?: string, fpp?: number): AudioFormat {
@@ -522,42 +584,57 @@ export class AudioEngine {
     const group = isMulticast(spec.source.address) ? spec.source.address : null;
     const lans = [this.o.lanA, ...(spec.redundant && this.o.lanB ? [this.o.lanB] : [])];
     const channels = format.channels;
-    let stream: RxStream | null = null;
-    const receiver = new RtpReceiver({
-      binding: this.o.datagram,
-      clock: this.o.clock,
-      mediaClock: this.o.mediaClock,
-      logger: this.o.logger.child({ stream: spec.id }),
-      format,
-      payloadType: spec.payloadType ?? (spec.kind === 'qlan' ? QLAN_PAYLOAD_TYPE : 96),
-      delayFrames: Math.round(delayMs * 48),
-      paths: lans.map((lan) => ({
-        bindAddress: group ? lan : spec.source.address,
-        port: spec.source.port,
-        group,
-      })),
-      ack: spec.kind === 'qlan' ? { ssrc: this.nextSsrc++ >>> 0, everyMs: 10 } : null,
-      // The engine's mix tick drives every receiver at one local media time.
-      externalTick: true,
-      sink: (samples, frames, missing, ts) => {
-        if (stream) this.onRxPacket(stream, samples, frames, missing, ts);
-      },
-    });
+    const payloadType = spec.payloadType ?? (spec.kind === 'qlan' ? QLAN_PAYLOAD_TYPE : 96);
+    const delayFrames = Math.round(delayMs * 48);
+    const paths = lans.map((lan) => ({
+      bindAddress: group ? lan : spec.source.address,
+      port: spec.source.port,
+      group,
+    }));
+    const ack = spec.kind === 'qlan' ? { ssrc: this.nextSsrc++ >>> 0, everyMs: 10 } : null;
+    const channelMap = [...spec.channelMap];
+    let receiver: RtpReceiver | null = null;
+    let thread: RxThread | null = null;
     this.openingRx++;
     try {
       await this.cardOps;
       this.openPlayback();
-      await receiver.start();
+      if (this.rxThread === 'worker') {
+        const w = await this.startRxWorker();
+        thread = w;
+        await w.open({ id: spec.id, format, payloadType, delayFrames, paths, ack, channelMap });
+      } else {
+        const mix = this.rxMix!;
+        receiver = new RtpReceiver({
+          binding: this.o.datagram,
+          clock: this.o.clock,
+          mediaClock: this.o.mediaClock,
+          logger: this.o.logger.child({ stream: spec.id }),
+          format,
+          payloadType,
+          delayFrames,
+          paths,
+          ack,
+          // The engine's mix tick drives every receiver at one local media time.
+          externalTick: true,
+          sink: mix.sinkFor(() => receiver, channels, channelMap),
+        });
+        try {
+          await receiver.start();
+        } catch (e) {
+          await receiver.close();
+          throw e;
+        }
+        mix.add(spec.id, { receiver, channels, channelMap });
+      }
     } catch (e) {
       this.openingRx--;
-      await receiver.close();
       await this.releaseCard();
       throw new AudioEngineError('AUDIO_ERR_STREAM_START', `stream ${spec.id}: ${(e as Error).message}`, {
         cause: e,
       });
     }
-    const s: RxStream = { spec: { ...spec, channelMap: [...spec.channelMap] }, format, receiver };
-    stream = s;
+    const s: RxStream = { spec: { ...spec, channelMap }, format, receiver, thread };
     this.openingRx--;
     this.rx.set(spec.id, s);
     this.startMixTick();
@@ -572,7 +649,10 @@ export class AudioEngine {
     this.tx.delete(id);
     this.rx.delete(id);
     if (t) await Promise.all(t.senders.map((s) => s.stop()));
-    if (r) await r.receiver.close();
+    if (r?.receiver) {
+      this.rxMix?.delete(id);
+      await r.receiver.close();
+    } else if (r) await r.thread?.close(id);
     await this.releaseCard();
     this.o.logger.info('audio_stream_closed', { id });
   }
@@ -595,7 +675,7 @@ export class AudioEngine {
       direction: 'rx',
       kind: s.spec.kind,
       channels: s.format.channels,
-      counters: s.receiver.counters(),
+      counters: s.receiver?.counters() ?? s.thread?.counterOf(s.spec.id) ?? emptyRxCounters(),
       ...(this.matcher ? { driftPpm: this.matcher.tracker.ppm } : {}),
     };
   }

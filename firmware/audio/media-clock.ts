@@ -110,3 +110,19 @@ export class FakeMediaClock implements MediaClock {
   }
   async close(): Promise<void> {}
 }
+
+/**
+ * Local media timestamp now (48 kHz, mod 2^32) for a clock with anchor `anchorNs`, read as often
+ * as packets arrive without allocating: one exact BigInt reading at creation, then
+ * `performance.now()` (the same monotonic clock, as a float) for the time since. Agrees with
+ * `rtpTimestampAt(clock.nowNs())` to within one frame. For worker threads, which get the anchor.
+ */
+export function monotonicTsSource(anchorNs: bigint): () => number {
+  const p0 = performance.now();
+  const ptp0 = process.hrtime.bigint() + anchorNs;
+  const sample0 = (ptp0 * 48000n) / 1_000_000_000n;
+  // Fraction of a sample already past at ptp0, in samples.
+  const frac0 = Number(ptp0 * 48000n - sample0 * 1_000_000_000n) / 1e9;
+  const base = Number(sample0 % 0x1_0000_0000n);
+  return () => (base + Math.floor(frac0 + (performance.now() - p0) * 48)) >>> 0;
+}

@@ -12,7 +12,7 @@ import type { MediaClock } from './media-clock.js';
 import { rtpTimestampAt } from './media-timeline.js';
 import { encodeRtcp } from './rtcp-codec.js';
 import type { AudioFormat } from './rtp-codec.js';
-import { isMulticast } from './sender.js';
+import { isMulticast } from './address.js';
 
 export interface ReceiverPath {
   /** Local address to bind (and the multicast interface address). */
@@ -40,6 +40,11 @@ export interface RtpReceiverOptions {
   ack?: { ssrc: number; everyMs: number } | null;
   /** Re-join multicast (and re-anchor) after this long without packets. */
   silenceMs?: number;
+  /**
+   * Local media timestamp now; default `rtpTimestampAt(mediaClock.nowNs())`. The receive worker
+   * passes an allocation-free one (`monotonicTsSource`).
+   */
+  nowTs?: () => number;
 }
 
 export class RtpReceiver {
@@ -89,7 +94,7 @@ export class RtpReceiver {
   }
 
   private nowTs(): number {
-    return rtpTimestampAt(this.o.mediaClock.nowNs());
+    return this.o.nowTs ? this.o.nowTs() : rtpTimestampAt(this.o.mediaClock.nowNs());
   }
 
   private onPacket(data: Buffer, from: RemoteInfo, path: 0 | 1): void {

@@ -23,6 +23,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { RTP_HEADER_BYTES, writePayload, writeRtpHeader, type SampleEncoding } from './rtp-codec.js';
 
 export interface SenderWorkerData {
+  /** Marks this worker's data: the module may be imported inside other workers too. */
+  role: 'rtp-sender';
   host: string;
   port: number;
   bindAddress: string;
@@ -217,4 +219,5 @@ function run(d: SenderWorkerData): void {
   });
 }
 
-if (parentPort && workerData) run(workerData as SenderWorkerData);
+if (parentPort && (workerData as SenderWorkerData | null)?.role === 'rtp-sender')
+  run(workerData as SenderWorkerData);

@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { QperiphError } from '../errors.js';
+import { isMulticast } from './address.js';
 import type { DatagramBinding, DatagramSocket } from '../net/datagram-binding.js';
 import { decodeRtcp, type QlanAck, type ReceiverReport } from './rtcp-codec.js';
 import type { MediaClock } from './media-clock.js';
@@ -179,6 +180,7 @@ export class RtpSender {
       this.rtcpSock = r;
     }
     const data: SenderWorkerData = {
+      role: 'rtp-sender',
       host: this.o.destination.address,
       port: this.o.destination.port,
       bindAddress: this.o.bindAddress,
@@ -293,7 +295,4 @@ export class RtpSender {
   }
 }
 
-export function isMulticast(a: string): boolean {
-  const f = Number(a.split('.')[0]);
-  return f >= 224 && f <= 239;
-}
+export { isMulticast } from './address.js';
