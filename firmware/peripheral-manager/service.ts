@@ -25,6 +25,10 @@ import { createDemoMeters } from './demo-meters.js';
 import { EventLog } from './event-log.js';
 import { LiveHub } from './live.js';
 import { registerRoutes } from './routes.js';
+
+/** While stopping: how often idle kept-alive connections are closed, and when busy ones are cut. */
+const STOP_SWEEP_MS = 50;
+const STOP_GRACE_MS = 2000;
 import { loadUiFiles, type UiFiles } from './static-files.js';
 
 /** The running firmware and its A/B slots (UpdateService.slotStatus()). */
@@ -422,7 +426,22 @@ export class PeripheralManager {
     this.live.close();
     this.ctx.netconfig.stop();
     if (this.ctx.identifyTimer) this.ctx.o.clock.clearTimeout(this.ctx.identifyTimer);
-    await Promise.all([this.http.close(), this.https.close()]);
+    // close() waits for every open connection. A client polling on a kept-alive connection
+    // (a Core watching an update) would hold a rebooting device for as long as it polls:
+    // sweep idle connections until the servers are closed, and cut the rest after a grace.
+    const servers = [this.http.server, this.https.server];
+    const sweep = setInterval(() => {
+      for (const s of servers) s.closeIdleConnections();
+    }, STOP_SWEEP_MS);
+    const force = setTimeout(() => {
+      for (const s of servers) s.closeAllConnections();
+    }, STOP_GRACE_MS);
+    try {
+      await Promise.all([this.http.close(), this.https.close()]);
+    } finally {
+      clearInterval(sweep);
+      clearTimeout(force);
+    }
     if (this.listening) this.ctx.log.info('manager_stopped', {});
     this.listening = false;
   }
