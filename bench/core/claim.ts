@@ -7,6 +7,7 @@
  * streams, and keep a change group on its controls and meters. Reconnects while the Core is
  * active; a peripheral that presents another certificate is retried only slowly and never driven.
  */
+import type { LinkAudio } from './link-audio.js';
 import type { TLSSocket } from 'node:tls';
 import type { ClockSource, TimerHandle } from '../../firmware/clock/clock.js';
 import { ControlCallError, ControlClient, type Notification } from '../../firmware/control/client.js';
@@ -52,6 +53,8 @@ export interface PeripheralLinkOptions {
   logger: Logger;
   /** A control's value changed (QRC change groups, the dashboard). */
   onControlChange?: (peripheral: string, control: string) => void;
+  /** The Core's audio peer for this peripheral, run while the link is up. */
+  audio?: LinkAudio;
   retryMs?: number;
   /** After a pin mismatch or a wrong part number. */
   slowRetryMs?: number;
@@ -71,8 +74,8 @@ export class PeripheralLink {
   private retryTimer: TimerHandle | null = null;
   private pollTimer: TimerHandle | null = null;
   private readonly log: Logger;
-  private readonly o: Required<Omit<PeripheralLinkOptions, 'onControlChange'>> &
-    Pick<PeripheralLinkOptions, 'onControlChange'>;
+  private readonly o: Required<Omit<PeripheralLinkOptions, 'onControlChange' | 'audio'>> &
+    Pick<PeripheralLinkOptions, 'onControlChange' | 'audio'>;
   state: LinkState = 'idle';
 
   constructor(options: PeripheralLinkOptions) {
@@ -92,6 +95,7 @@ export class PeripheralLink {
   async stop(): Promise<void> {
     this.running = false;
     this.clearTimers();
+    await this.o.audio?.detach();
     const c = this.client;
     this.client = null;
     if (c) await c.close().catch(() => undefined);
@@ -104,6 +108,7 @@ export class PeripheralLink {
     this.clearTimers();
     this.client?.socket.destroy();
     this.client = null;
+    void this.o.audio?.detach();
   }
 
   /** Drop the connection; a running link reconnects (and checks the pin again). */
@@ -305,7 +310,9 @@ export class PeripheralLink {
     }
     inv.update(this.name, { streams }, this.now());
     this.setState('connected', address);
+    if (this.o.audio) void this.o.audio.attach(address, (m, params) => client.call(m, params));
     void client.closedPromise.then(() => {
+      void this.o.audio?.detach();
       if (this.client !== client) return;
       this.client = null;
       if (this.pollTimer) this.o.clock.clearTimeout(this.pollTimer);

@@ -4,6 +4,8 @@
  * inventory, the QRC server on 1710 over CoreQrcBackend, the web dashboard, and firmware
  * rollouts (rollout.ts) with the Core's identity as the client certificate.
  */
+import { createFreeRunningClock } from '../../firmware/audio/media-clock.js';
+import { LinkAudio } from './link-audio.js';
 import { join } from 'node:path';
 import { createSystemClock, type ClockSource, type TimerHandle } from '../../firmware/clock/clock.js';
 import type { Logger } from '../../firmware/log/logger.js';
@@ -38,6 +40,8 @@ export interface CoreOptions {
   qrcPort?: number | null;
   /** null = no dashboard. Default 8090. */
   dashboardPort?: number | null;
+  /** First RTP port of the audio peers (each design peripheral with `audioPeer` takes 10). Default 26000. */
+  audioBasePort?: number;
   logger: Logger;
   clock?: ClockSource;
   datagrams?: DatagramBinding;
@@ -67,6 +71,8 @@ export class Core {
   readonly name: string;
   readonly inventory: Inventory;
   readonly links = new Map<string, PeripheralLink>();
+  /** The Core's audio peers, by design peripheral name. */
+  readonly audio = new Map<string, LinkAudio>();
   readonly backend: CoreQrcBackend;
   readonly fsm: RedundancyFsm;
   readonly qdp: QdpCore;
@@ -106,7 +112,20 @@ export class Core {
       links: () => this.links,
       engine: () => ({ active: this.fsm.state === 'active', redundant: !!o.peer }),
     });
-    for (const p of o.design.peripherals) {
+    const mediaClock = createFreeRunningClock();
+    o.design.peripherals.forEach((p, i) => {
+      const audio = p.audioPeer
+        ? new LinkAudio({
+            peripheral: p.name,
+            plan: p.audioPeer,
+            localAddress: o.address,
+            basePort: (o.audioBasePort ?? 26000) + 10 * i,
+            mediaClock,
+            logger: o.logger,
+            onUpdate: () => this.dashboard?.changed(),
+          })
+        : null;
+      if (audio) this.audio.set(p.name, audio);
       this.links.set(
         p.name.toLowerCase(),
         new PeripheralLink({
@@ -127,9 +146,10 @@ export class Core {
           clock: this.clock,
           logger: o.logger,
           onControlChange: (peripheral, control) => this.backend.controlChanged(peripheral, control),
+          ...(audio ? { audio } : {}),
         }),
       );
-    }
+    });
     this.qdp = new QdpCore({
       binding: o.datagrams ?? createNodeDatagramBinding(),
       clock: this.clock,
@@ -250,6 +270,7 @@ export class Core {
         fingerprint: this.identity.fingerprint256,
       },
       inventory: this.inventory.list(),
+      audio: [...this.audio].map(([name, a]) => ({ peripheral: name, ...a.status() })),
       ptp: this.ptp?.status() ?? null,
       rollout: this.rollout,
     };

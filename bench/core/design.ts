@@ -25,6 +25,14 @@ export interface DesignStream {
   channels: number[];
 }
 
+/** The Core's own audio peer towards a peripheral: a test tone to it, its inputs metered back. */
+export interface DesignAudioPeer {
+  format: 'qlan' | 'aes67';
+  /** Channels each way (the peripheral's 1..N). */
+  channels: number;
+  toneHz: number;
+}
+
 export interface DesignPeripheral {
   /** The device name on the network (QDP `<name>`); also its component name over QRC. */
   name: string;
@@ -36,6 +44,8 @@ export interface DesignPeripheral {
   /** Controls exposed to QRC and the dashboard; absent = every control the peripheral lists. */
   controls: DesignControl[] | null;
   streams: DesignStream[];
+  /** The Core's audio peer (tone out, meters, loss and latency back); null = none. */
+  audioPeer: DesignAudioPeer | null;
 }
 
 export interface Design {
@@ -99,6 +109,15 @@ export const DESIGN_SCHEMA = {
                 name: { type: 'string', pattern: CONTROL },
                 value: { type: ['number', 'string', 'boolean'] },
               },
+            },
+          },
+          audioPeer: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              format: { enum: ['qlan', 'aes67'] },
+              channels: { type: 'integer', minimum: 1, maximum: 16 },
+              toneHz: { type: 'number', minimum: 20, maximum: 20000 },
             },
           },
           streams: {
@@ -167,7 +186,8 @@ export function parseDesign(value: unknown, source = 'design'): Readonly<Design>
     name: string;
     code: string;
     peripherals: Array<
-      Omit<DesignPeripheral, 'controls' | 'streams' | 'controlPort' | 'httpsPort'> & {
+      Omit<DesignPeripheral, 'controls' | 'streams' | 'controlPort' | 'httpsPort' | 'audioPeer'> & {
+        audioPeer?: Partial<DesignAudioPeer>;
         controlPort?: number;
         httpsPort?: number;
         controls?: DesignControl[];
@@ -189,6 +209,11 @@ export function parseDesign(value: unknown, source = 'design'): Readonly<Design>
         issues.push({ path: `/peripherals/${i}/controls/${j}/name`, message: 'is listed twice' });
       controls.add(k);
     });
+    if (p.audioPeer?.format === 'aes67' && (p.audioPeer.channels ?? 2) > 8)
+      issues.push({
+        path: `/peripherals/${i}/audioPeer/channels`,
+        message: 'AES67 carries at most 8 channels',
+      });
     (p.streams ?? []).forEach((s, j) => {
       if (new Set(s.channels).size !== s.channels.length)
         issues.push({ path: `/peripherals/${i}/streams/${j}/channels`, message: 'lists a channel twice' });
@@ -211,6 +236,13 @@ export function parseDesign(value: unknown, source = 'design'): Readonly<Design>
         format: s.format ?? 'qlan',
         channels: [...s.channels],
       })),
+      audioPeer: p.audioPeer
+        ? {
+            format: p.audioPeer.format ?? 'qlan',
+            channels: p.audioPeer.channels ?? 2,
+            toneHz: p.audioPeer.toneHz ?? 440,
+          }
+        : null,
     })),
   });
 }

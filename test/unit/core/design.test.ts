@@ -120,3 +120,30 @@ t.test('fuzz: random mutations never throw anything but DesignError', async (t) 
   }
   t.pass('500 mutations');
 });
+
+t.test('audioPeer: absent = none, defaults filled, AES67 channel limit', async (t) => {
+  t.equal(parseDesign(structuredClone(good)).peripherals[0]!.audioPeer, null, 'no audioPeer = no Core audio');
+  const withPeer = structuredClone(good) as typeof good & { peripherals: Array<Record<string, unknown>> };
+  withPeer.peripherals[0]!.audioPeer = {};
+  withPeer.peripherals[1]!.audioPeer = { format: 'aes67', channels: 8, toneHz: 1000 };
+  const d = parseDesign(withPeer);
+  t.same(d.peripherals[0]!.audioPeer, { format: 'qlan', channels: 2, toneHz: 440 });
+  t.same(d.peripherals[1]!.audioPeer, { format: 'aes67', channels: 8, toneHz: 1000 });
+  t.ok(Object.isFrozen(d.peripherals[0]!.audioPeer), 'frozen');
+
+  const tooMany = structuredClone(withPeer);
+  tooMany.peripherals[1]!.audioPeer = { format: 'aes67', channels: 9 };
+  t.same(
+    issues(() => parseDesign(tooMany)).map((i) => i.path),
+    ['/peripherals/1/audioPeer/channels'],
+    'AES67 carries at most 8 channels per stream',
+  );
+  const qlan16 = structuredClone(withPeer);
+  qlan16.peripherals[1]!.audioPeer = { format: 'qlan', channels: 16 };
+  t.equal(parseDesign(qlan16).peripherals[1]!.audioPeer!.channels, 16, 'Q-LAN carries 16');
+
+  const bad = structuredClone(withPeer);
+  bad.peripherals[0]!.audioPeer = { format: 'mp3', channels: 0, toneHz: 5, extra: true };
+  const paths = issues(() => parseDesign(bad)).map((i) => i.path);
+  t.ok(paths.length >= 3 && paths.every((p) => p.startsWith('/peripherals/0/audioPeer')), paths.join(' '));
+});

@@ -50,6 +50,57 @@ function render(s) {
     }
   }
 
+  const audio = document.getElementById('audio');
+  audio.replaceChildren();
+  for (const a of s.audio || []) {
+    const st = a.stats;
+    const head =
+      a.peripheral +
+      ': ' +
+      a.state +
+      (a.detail ? ' (' + a.detail + ')' : '') +
+      (st
+        ? ' · ' +
+          st.format +
+          ' · sent ' +
+          st.txPackets +
+          ' / received ' +
+          st.rxPackets +
+          ' packets · loss ' +
+          st.lossPct.toFixed(2) +
+          ' % · playout loss ' +
+          st.playoutLossPct.toFixed(2) +
+          ' %' +
+          (st.latency.p50Ms !== null
+            ? ' · transit p50 ' +
+              st.latency.p50Ms.toFixed(2) +
+              ' / p99 ' +
+              st.latency.p99Ms.toFixed(2) +
+              ' ms'
+            : '') +
+          ' · ' +
+          Math.round(st.meters.receivedHz) +
+          ' Hz back'
+        : '');
+    audio.append(el('div', head, a.state === 'running' ? 'ok' : a.state === 'failed' ? 'bad' : 'standby'));
+    if (!st) continue;
+    st.meters.received.forEach((lv, i) => {
+      const row = el('div', null, 'meter');
+      const bar = el('div', null, 'bar');
+      const fill = el('div', null, 'fill');
+      const db = Number.isFinite(lv.peakDb) ? lv.peakDb : -60; // -Infinity arrives as null
+      fill.style.width = Math.max(0, Math.min(100, ((db + 60) / 60) * 100)) + '%';
+      bar.append(fill);
+      row.append(
+        el('span', a.peripheral + ' in ' + (i + 1) + ' → Core', 'label'),
+        bar,
+        el('span', (Number.isFinite(lv.peakDb) ? lv.peakDb.toFixed(1) : '-∞') + ' dBFS'),
+      );
+      audio.append(row);
+    });
+  }
+  if (!audio.childElementCount) audio.textContent = 'no audio peer in the design';
+
   const ptp = document.getElementById('ptp');
   ptp.replaceChildren();
   if (s.ptp) {
