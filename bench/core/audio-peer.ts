@@ -232,9 +232,8 @@ export class AudioPeer {
   private feed(): void {
     const s = this.sender;
     if (!s) return;
-    const ringFrames = 4800;
-    const target = Math.min(ringFrames - 48, this.o.txQueueFrames ?? 960);
-    const need = target - (ringFrames - s.space());
+    const target = Math.min(s.capacity - 48, this.o.txQueueFrames ?? 960);
+    const need = target - s.fill();
     if (need > 0) s.write(this.tone.next(need), need);
   }
 

@@ -336,7 +336,7 @@ export class AudioEngine {
       for (let c = 0; c < ch; c++) input[f * ch + c] = samples[f * this.capCh + s.spec.channelMap[c]!]!;
     s.resampler.push(input, frames);
     const sender = s.senders[0]!;
-    const ringFill = 4800 - sender.space();
+    const ringFill = sender.fill();
     const step = s.tracker.update(ringFill, frames / 48000);
     const out = s.scratchOut;
     const outFrames = out.length / ch;

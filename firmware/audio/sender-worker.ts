@@ -41,9 +41,10 @@ export interface SenderWorkerData {
   /** When more than this many packets behind, skip ahead instead of bursting (counted). */
   maxBurstPackets: number;
   packetNs: number;
-  /** Interleaved float32 ring, `ringFrames` frames. */
+  /** Interleaved float32 ring of `slots` frames; a frame's index maps to slot `index & (slots - 1)`. */
   ring: SharedArrayBuffer;
-  ringFrames: number;
+  /** A power of two. */
+  slots: number;
   /** Int32 control words, see CTL_*. */
   control: SharedArrayBuffer;
   /** Float64 per-packet lateness log (ns after due at send), length may be 0. */
@@ -147,10 +148,10 @@ function run(d: SenderWorkerData): void {
       const w = Atomics.load(ctl, CTL_WRITE);
       const r = Atomics.load(ctl, CTL_READ);
       if (((w - r) | 0) >= fpp) {
-        const at = (r >>> 0) % d.ringFrames;
-        if (at + fpp <= d.ringFrames) writePayload(d.encoding, ring, at * ch, spp, buf, RTP_HEADER_BYTES);
+        const at = r & (d.slots - 1);
+        if (at + fpp <= d.slots) writePayload(d.encoding, ring, at * ch, spp, buf, RTP_HEADER_BYTES);
         else {
-          const first = (d.ringFrames - at) * ch;
+          const first = (d.slots - at) * ch;
           scratch.set(ring.subarray(at * ch), 0);
           scratch.set(ring.subarray(0, spp - first), first);
           writePayload(d.encoding, scratch, 0, spp, buf, RTP_HEADER_BYTES);

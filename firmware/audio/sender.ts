@@ -50,7 +50,13 @@ export interface RtpSenderOptions {
   maxBurstPackets?: number;
   /** Packet 0 is due this long after the worker is ready (ns). Default 5 ms. */
   startDelayNs?: bigint;
+  /** Ring capacity in frames (default 4800, 100 ms); the ring's storage is the next power of two. */
   ringFrames?: number;
+  /**
+   * Ring index of the first frame (default 0). The indices are int32 and wrap; tests start them
+   * just below a wrap to prove the ring does not glitch there (a day of audio in real time).
+   */
+  firstRingIndex?: number;
   buffers?: number;
   leadUs?: number;
   /**
@@ -98,6 +104,11 @@ export class RtpSender {
   droppedLate = 0;
   rtcpErrors = 0;
   private readonly ringFrames: number;
+  /**
+   * Frames of storage: a power of two, so that `index & (slots - 1)` stays continuous when the
+   * int32 indices wrap at 2^32 (with 4800 slots the 2^32 wrap fell mid-ring: one glitch a day).
+   */
+  private readonly slots: number;
   private readonly channels: number;
   /** Kernel thread id of the worker (Linux), for real-time priority. */
   tid: number | null = null;
@@ -117,9 +128,29 @@ export class RtpSender {
       );
     this.channels = o.format.channels;
     this.ringFrames = o.ringFrames ?? 4800;
-    this.ring = new Float32Array(new SharedArrayBuffer(this.ringFrames * this.channels * 4));
+    if (
+      !Number.isInteger(this.ringFrames) ||
+      this.ringFrames < o.format.framesPerPacket ||
+      this.ringFrames > 1 << 24
+    )
+      throw new QperiphError('AUDIO_ERR_STREAM', `ringFrames ${this.ringFrames} out of range`);
+    this.slots = nextPowerOfTwo(this.ringFrames);
+    this.ring = new Float32Array(new SharedArrayBuffer(this.slots * this.channels * 4));
     this.ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
+    const first = (o.firstRingIndex ?? 0) | 0;
+    this.ctl[CTL_WRITE] = first;
+    this.ctl[CTL_READ] = first;
     this.lateLog = new Float64Array(new SharedArrayBuffer((o.lateLogPackets ?? 0) * 8));
+  }
+
+  /** Ring capacity, frames. */
+  get capacity(): number {
+    return this.ringFrames;
+  }
+
+  /** Frames in the ring, not yet sent. */
+  fill(): number {
+    return this.ringFrames - this.space();
   }
 
   /** Frames the ring can take now. */
@@ -146,8 +177,9 @@ export class RtpSender {
     }
     const n = Math.min(frames, this.space());
     const ch = this.channels;
+    const mask = this.slots - 1;
     for (let f = 0; f < n; f++) {
-      const at = (((w + f) >>> 0) % this.ringFrames) * ch;
+      const at = ((w + f) & mask) * ch;
       for (let c = 0; c < ch; c++) this.ring[at + c] = src[srcOffset + f * ch + c]!;
     }
     Atomics.store(this.ctl, CTL_WRITE, (w + n) | 0);
@@ -198,7 +230,7 @@ export class RtpSender {
       maxBurstPackets:
         this.o.maxBurstPackets ?? Math.max(4, Math.round((48 * 20) / this.o.format.framesPerPacket)),
       ring: this.ring.buffer as SharedArrayBuffer,
-      ringFrames: this.ringFrames,
+      slots: this.slots,
       control: this.ctl.buffer as SharedArrayBuffer,
       lateLog: this.lateLog.buffer as SharedArrayBuffer,
       leadUs: this.o.leadUs ?? 100,
@@ -296,3 +328,10 @@ export class RtpSender {
 }
 
 export { isMulticast } from './address.js';
+
+/** Smallest power of two >= n (n >= 1). */
+export function nextPowerOfTwo(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
