@@ -242,6 +242,9 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     captureWhenIdle: env['QPERIPH_CAPTURE_WHEN_IDLE'] !== '0',
     // SCHED_FIFO for the sender thread only (chrt on its TID); never on the virtual board.
     senderRtPriority: board.isVirtual ? null : Number(env['QPERIPH_AUDIO_RT_PRIORITY'] ?? 10) || null,
+    // Many virtual peripherals streaming on one bench machine: QPERIPH_AUDIO_BUSY_WAIT=0 makes
+    // the senders sleep to each deadline instead of spinning the last ~100 us (bench:core-stream).
+    senderBusyWait: env['QPERIPH_AUDIO_BUSY_WAIT'] !== '0',
   });
   await audio.start();
 

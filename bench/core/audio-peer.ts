@@ -62,6 +62,12 @@ export interface AudioPeerOptions {
   playoutDelayMs?: number;
   /** The sender worker's busy-wait lead (us) before each packet; default 100 (as the firmware). */
   leadUs?: number;
+  /**
+   * The sender worker busy-waits before each packet (true, as the firmware) or sleeps to each
+   * deadline (default false: one Core process serves many peers, and a spinning thread per
+   * stream would take the bench machine's cores; on an idle machine sleeping paces as well).
+   */
+  busyWait?: boolean;
   /** Frames the Core keeps queued in its sender ring (default 960 = 20 ms). */
   txQueueFrames?: number;
   clock?: ClockSource;
@@ -221,6 +227,7 @@ export class AudioPeer {
       ssrc: randomSsrc(),
       clock: this.o.mediaClock,
       ...(this.o.leadUs !== undefined ? { leadUs: this.o.leadUs } : {}),
+      busyWait: this.o.busyWait ?? false,
     });
     this.sender = s;
     this.feed();

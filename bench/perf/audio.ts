@@ -14,7 +14,9 @@
  * Env: AUDIO_BENCH_RX_THREAD=main runs the engines' receive on the main thread (as before the
  * receive worker) for comparison. AUDIO_BENCH_S (seconds per pacing run, default 10); AUDIO_BENCH_PARTS (comma list of
  * pacing,rt,load,loadrt,cpu,latency,drift; default all). `loadrt` is `load` with the worker at SCHED_FIFO. `rt` repeats the idle pacing runs with the
- * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE).
+ * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE). The cpu part runs our stream with the
+ * sender busy-waiting (as the runtime) and sleeping only, each with its wire pacing (tshark), and
+ * GStreamer with its wire pacing. AUDIO_BENCH_BUSY_WAIT=0: the pacing runs' sender sleeps only.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -38,6 +40,8 @@ import type { BoardConfig } from '../../firmware/config/board-types.js';
 const SECONDS = Number(process.env['AUDIO_BENCH_S'] ?? 10);
 const DRIFT_S = Number(process.env['AUDIO_BENCH_DRIFT_S'] ?? 600);
 const SETTLE_S = Number(process.env['AUDIO_BENCH_SETTLE_S'] ?? 5);
+/** Pacing runs: the sender busy-waits before each deadline (1, default as the runtime) or sleeps only (0). */
+const BUSY_WAIT = process.env['AUDIO_BENCH_BUSY_WAIT'] !== '0';
 /** Where the engines' receive runs: the worker (default, as in the runtime) or 'main' (before). */
 const RX_THREAD: 'worker' | 'main' = process.env['AUDIO_BENCH_RX_THREAD'] === 'main' ? 'main' : 'worker';
 const clock = createMediaClock();
@@ -94,6 +98,62 @@ async function startTshark(port: number, file: string): Promise<ChildProcess | n
   return p;
 }
 
+/** Send time (us) and RTP timestamp of each RTP packet to `port` in a pcap file. */
+function readPcapRtp(pcap: string, port: number): { times: number[]; stamps: number[] } {
+  const r = spawnSync(
+    'tshark',
+    [
+      '-r',
+      pcap,
+      '-d',
+      `udp.port==${port},rtp`,
+      '-T',
+      'fields',
+      '-e',
+      'frame.time_epoch',
+      '-e',
+      'rtp.timestamp',
+    ],
+    { encoding: 'utf8', maxBuffer: 1 << 28 },
+  );
+  const times: number[] = [];
+  const stamps: number[] = [];
+  for (const line of r.stdout.trim().split('\n')) {
+    const [a, b] = line.split('\t');
+    if (!a || !b) continue;
+    times.push(Number(a) * 1e6);
+    stamps.push(Number(b));
+  }
+  return { times, stamps };
+}
+
+/**
+ * Wire pacing of whatever `fn` sends to `port` while it runs (tshark on lo; null without root or
+ * tshark): |send - ideal| p50/p99 and the share of back-to-back packets, as in the pacing runs.
+ */
+async function wirePacing(port: number, periodUs: number, fn: () => Promise<void>): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'qperiph-bench-'));
+  const pcap = join(dir, 'cap.pcap');
+  const ts = await startTshark(port, pcap);
+  try {
+    await fn();
+  } finally {
+    if (ts) {
+      ts.kill('SIGINT');
+      await new Promise((r) => ts.once('exit', r));
+    }
+  }
+  if (!ts) {
+    rmSync(dir, { recursive: true, force: true });
+    return 'pacing not measured (needs root and tshark)';
+  }
+  const { times, stamps } = readPcapRtp(pcap, port);
+  rmSync(dir, { recursive: true, force: true });
+  if (times.length < 2) return 'pacing: no packets captured';
+  const { dev, b2b } = deviations(times, stamps, periodUs);
+  return `wire pacing |send - ideal| p50 ${pct(dev, 0.5).toFixed(1)} us, p99 ${pct(dev, 0.99).toFixed(1)} us, max ${(dev[dev.length - 1] ?? NaN).toFixed(1)} us, back-to-back ${(b2b * 100).toFixed(2)}% (${times.length} packets)`;
+}
+
 async function pacingRun(
   name: string,
   format: AudioFormat,
@@ -115,6 +175,7 @@ async function pacingRun(
     clock,
     lateLogPackets: Math.ceil(packetsPerS * SECONDS) + 10,
     rtPriority,
+    busyWait: BUSY_WAIT,
   });
   await sender.start();
   if (rtPriority)
@@ -132,28 +193,7 @@ async function pacingRun(
   if (ts) {
     ts.kill('SIGINT');
     await new Promise((r) => ts.once('exit', r));
-    const r = spawnSync(
-      'tshark',
-      [
-        '-r',
-        pcap,
-        '-d',
-        `udp.port==${port},rtp`,
-        '-T',
-        'fields',
-        '-e',
-        'frame.time_epoch',
-        '-e',
-        'rtp.timestamp',
-      ],
-      { encoding: 'utf8', maxBuffer: 1 << 28 },
-    );
-    for (const line of r.stdout.trim().split('\n')) {
-      const [a, b] = line.split('\t');
-      if (!a || !b) continue;
-      times.push(Number(a) * 1e6);
-      stamps.push(Number(b));
-    }
+    ({ times, stamps } = readPcapRtp(pcap, port));
     source = 'wire (tshark on lo)';
   } else {
     const log = sender.lateLog.subarray(0, c.sent);
@@ -214,8 +254,12 @@ function procCpuS(pid: number): number {
   return (Number(parts[11]) + Number(parts[12])) / 100;
 }
 
-async function cpuRun(): Promise<void> {
-  const port = 24100;
+/**
+ * One 16 ch Q-LAN stream, our sender to our bare receiver in this process: CPU of the whole
+ * process, and the wire pacing in the same window. `leadUs` 0 turns the busy-wait off (the worker
+ * sleeps until each deadline), to show what the spin costs and buys.
+ */
+async function oursCpu(port: number, busyWait: boolean): Promise<number> {
   const format = qlanFormat(16);
   let played = 0;
   const rx = new RtpReceiver({
@@ -237,6 +281,7 @@ async function cpuRun(): Promise<void> {
     bindAddress: '127.0.4.1',
     ssrc: 2,
     clock,
+    busyWait,
   });
   const block = new Float32Array(48 * 16);
   for (let i = 0; i < block.length; i++) block[i] = Math.sin(i / 10) * 0.5;
@@ -245,20 +290,30 @@ async function cpuRun(): Promise<void> {
   }, 2);
   await sender.start();
   await sleep(500);
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const done = progress('  qperiph 16 ch Q-LAN TX+RX', SECONDS);
-  await sleep(SECONDS * 1000);
-  done();
-  const du = process.cpuUsage(c0);
-  const wall = (performance.now() - t0) / 1000;
+  let ours = 0;
+  const label = `qperiph 16 ch Q-LAN TX+RX, sender ${busyWait ? 'busy-waits before each packet' : 'sleeps only (busyWait false)'}`;
+  const pacing = await wirePacing(port, 1e6 / 3000, async () => {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    const done = progress(`  ${label}`, SECONDS);
+    await sleep(SECONDS * 1000);
+    done();
+    const du = process.cpuUsage(c0);
+    const wall = (performance.now() - t0) / 1000;
+    ours = (du.user + du.system) / 1e6 / wall;
+  });
   clearInterval(feeder);
   await sender.stop();
   await rx.close();
-  const ours = (du.user + du.system) / 1e6 / wall;
   console.log(
-    `  qperiph: ${(ours * 100).toFixed(1)}% of one core (TX worker + RX + feeding, whole process); played ${played} frames; RX lost ${rx.counters().lost}`,
+    `  ${label}: ${(ours * 100).toFixed(1)}% of one core (TX worker + RX + feeding, whole process); played ${played} frames; RX lost ${rx.counters().lost}; ${pacing}`,
   );
+  return ours;
+}
+
+async function cpuRun(): Promise<void> {
+  const ours = await oursCpu(24100, true);
+  const oursSleep = await oursCpu(24106, false);
   await engineCpuRun();
   if (!haveGst) {
     console.log('  GStreamer: not installed, no comparison');
@@ -298,18 +353,23 @@ async function cpuRun(): Promise<void> {
     `port=${gport}`,
   ]);
   await sleep(1500);
-  const g0 = procCpuS(rxg.pid!) + procCpuS(txg.pid!);
-  const done2 = progress('  GStreamer 16 ch L24 333 us TX+RX', SECONDS);
-  await sleep(SECONDS * 1000);
-  done2();
-  const g1 = procCpuS(rxg.pid!) + procCpuS(txg.pid!);
+  let gst = 0;
+  const gPacing = await wirePacing(gport, 1e6 / 3000, async () => {
+    const g0 = procCpuS(rxg.pid!) + procCpuS(txg.pid!);
+    const done2 = progress('  GStreamer 16 ch L24 333 us TX+RX', SECONDS);
+    await sleep(SECONDS * 1000);
+    done2();
+    const g1 = procCpuS(rxg.pid!) + procCpuS(txg.pid!);
+    gst = (g1 - g0) / SECONDS;
+  });
   rxg.kill();
   txg.kill();
-  const gst = (g1 - g0) / SECONDS;
   console.log(
-    `  GStreamer: ${(gst * 100).toFixed(1)}% of one core (audiotestsrc+rtpL24pay+udpsink, udpsrc+rtpjitterbuffer+rtpL24depay+fakesink)`,
+    `  GStreamer: ${(gst * 100).toFixed(1)}% of one core (audiotestsrc+rtpL24pay+udpsink, udpsrc+rtpjitterbuffer+rtpL24depay+fakesink); ${gPacing}`,
   );
-  console.log(`  ratio qperiph / GStreamer: ${(ours / gst).toFixed(2)}x`);
+  console.log(
+    `  ratio qperiph / GStreamer: ${(ours / gst).toFixed(2)}x (busy-wait), ${(oursSleep / gst).toFixed(2)}x (sleep only)`,
+  );
 }
 
 /**
@@ -623,7 +683,7 @@ async function engineLatencyRun(
 
 async function main(): Promise<void> {
   console.log(
-    `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}`,
+    `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}, pacing-run sender ${BUSY_WAIT ? 'busy-waits' : 'sleeps only'}`,
   );
   const parts = new Set(
     (process.env['AUDIO_BENCH_PARTS'] ?? 'pacing,rt,load,loadrt,cpu,latency,drift').split(','),

@@ -10,7 +10,8 @@
  *
  * Env: CORE_BENCH_PERIPHERALS (8), CORE_BENCH_S (window, 10), CORE_BENCH_WARMUP_S (3),
  *      CORE_BENCH_FORMAT (qlan | aes67), CORE_BENCH_CHANNELS (2), CORE_BENCH_LEAD_US (sender
- *      busy-wait lead, 100 as the firmware).
+ *      busy-wait lead, 100 as the firmware), CORE_BENCH_BUSY_WAIT (0 default: Core and peripheral
+ *      senders sleep to each deadline; 1: they busy-wait, as the firmware on a device).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -30,6 +31,7 @@ const WARMUP_S = Number(process.env['CORE_BENCH_WARMUP_S'] ?? 3);
 const FORMAT = (process.env['CORE_BENCH_FORMAT'] ?? 'qlan') as 'qlan' | 'aes67';
 const CHANNELS = Number(process.env['CORE_BENCH_CHANNELS'] ?? 2);
 const LEAD_US = Number(process.env['CORE_BENCH_LEAD_US'] ?? 100);
+const BUSY_WAIT = process.env['CORE_BENCH_BUSY_WAIT'] === '1';
 const CORE = '127.0.0.39';
 const CLK_TCK = 100;
 
@@ -63,7 +65,10 @@ function startPeripheral(i: number, dir: string): Peripheral {
       '--https-port',
       String(18600 + i),
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, QPERIPH_AUDIO_BUSY_WAIT: BUSY_WAIT ? '1' : '0' },
+    },
   );
   const ready = new Promise<void>((resolve, reject) => {
     let buf = '';
@@ -118,6 +123,7 @@ async function main(): Promise<void> {
         channels: CHANNELS,
         basePort: 28000 + 10 * i,
         leadUs: LEAD_US,
+        busyWait: BUSY_WAIT,
         ...(FORMAT === 'aes67'
           ? { groups: { toPeripheral: `239.69.8.${2 * i + 1}`, fromPeripheral: `239.69.8.${2 * i + 2}` } }
           : {}),
@@ -126,7 +132,7 @@ async function main(): Promise<void> {
       peers.push(peer);
     }
     console.log(
-      `core-stream: ${N} peripherals, ${FORMAT} ${CHANNELS} ch each way, sender lead ${LEAD_US} us; ` +
+      `core-stream: ${N} peripherals, ${FORMAT} ${CHANNELS} ch each way, senders ${BUSY_WAIT ? `busy-wait (lead ${LEAD_US} us)` : 'sleep only'}; ` +
         `warm-up ${WARMUP_S} s, window ${WINDOW_S} s; ${os.cpus().length} CPUs, load ${os.loadavg()[0]!.toFixed(1)}`,
     );
     await sleep(WARMUP_S * 1000);

@@ -123,6 +123,8 @@ export interface AudioEngineOptions {
   playbackWhenIdle?: boolean;
   /** SCHED_FIFO priority for sender worker threads (needs CAP_SYS_NICE); unset = normal. */
   senderRtPriority?: number | null;
+  /** Sender workers busy-wait the last ~100 us before each packet (default true; see RtpSender). */
+  senderBusyWait?: boolean;
   /**
    * Where receivers and the playout mix run: 'worker' (a thread of their own, real sockets only)
    * or 'main' (this event loop, through `datagram`). Default: 'worker' when `datagram` is the
@@ -498,6 +500,7 @@ export class AudioEngine {
           ssrc,
           clock: this.o.mediaClock,
           rtPriority: this.o.senderRtPriority ?? null,
+          busyWait: this.o.senderBusyWait ?? true,
         }),
     );
     try {

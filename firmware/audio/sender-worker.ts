@@ -50,6 +50,8 @@ export interface SenderWorkerData {
   /** Float64 per-packet lateness log (ns after due at send), length may be 0. */
   lateLog: SharedArrayBuffer;
   leadUs: number;
+  /** false: sleep until each deadline, no busy-wait and no adaptive lead (less CPU, looser pacing). */
+  busyWait: boolean;
   buffers: number;
   /** 'keep-time': an underrun sends silence and still consumes that packet's slot of the ring. */
   underrun: 'keep-time' | 'hold';
@@ -122,7 +124,7 @@ function run(d: SenderWorkerData): void {
         d.underrun === 'keep-time' ? skip * fpp : Math.min(avail - (avail % fpp), skip * fpp),
       );
     }
-    const leadNs = Math.min(maxLeadNs, Math.max(minLeadNs, wakeLateNs + 20_000));
+    const leadNs = d.busyWait ? Math.min(maxLeadNs, Math.max(minLeadNs, wakeLateNs + 20_000)) : 0;
     const wakeAt = due - leadNs;
     if (wakeAt > now) {
       Atomics.wait(ctl, CTL_SLEEP, 0, (wakeAt - now) / 1e6);

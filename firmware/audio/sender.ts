@@ -60,6 +60,12 @@ export interface RtpSenderOptions {
   buffers?: number;
   leadUs?: number;
   /**
+   * Busy-wait the last `leadUs` (adaptive) before each deadline (default true): tight pacing for
+   * a device. false sleeps until the deadline instead: far less CPU, pacing as loose as the
+   * futex wake-up (benches running many streams on one machine).
+   */
+  busyWait?: boolean;
+  /**
    * On an empty ring: 'keep-time' (default) sends silence and drops those frames when they arrive
    * late, so latency never grows; 'hold' sends silence and keeps every frame (file playback, tests).
    */
@@ -234,6 +240,7 @@ export class RtpSender {
       control: this.ctl.buffer as SharedArrayBuffer,
       lateLog: this.lateLog.buffer as SharedArrayBuffer,
       leadUs: this.o.leadUs ?? 100,
+      busyWait: this.o.busyWait ?? true,
       buffers: this.o.buffers ?? 64,
       underrun: this.o.underrun ?? 'keep-time',
       timerSlackNs: this.o.timerSlackNs === undefined ? 1 : this.o.timerSlackNs,
