@@ -187,8 +187,8 @@ async function pacingRun(
   const wall = (performance.now() - t0) / 1000;
   done();
   const c = sender.counters();
-  let times: number[] = [];
-  let stamps: number[] = [];
+  let times: number[];
+  let stamps: number[];
   let source = 'worker send-call log (no root/tshark: not the wire)';
   if (ts) {
     ts.kill('SIGINT');
