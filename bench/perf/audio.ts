@@ -596,12 +596,15 @@ async function engineLatencyRun(
   const capturedMs = new Float64Array(WRAP).fill(NaN);
   let blockReadyMs = 0;
   let blockStart = -1;
+  /** When each capture period was handed over (ms): shows how the card's timer delivers. */
+  const readyLog: number[] = [];
   const capCard = new VirtualAudioBinding({
     clock: sys,
     generator: (frame, ch) => {
       if (ch === 0 && frame % o.block === 0) {
         blockReadyMs = sys.monotonicMs();
         blockStart = frame;
+        if (readyLog.length < 200_000) readyLog.push(blockReadyMs);
       }
       if (ch === 0) capturedMs[frame % WRAP] = blockReadyMs - (blockStart + o.block - frame) / 48;
       return ch === 0 ? (frame % WRAP) / WRAP : 0;
@@ -660,11 +663,24 @@ async function engineLatencyRun(
   // The drift loops bend rates by at most 0.1 %, so fills reach their targets gradually: settle.
   await sleep(SETTLE_S * 1000);
   lat.length = 0;
+  readyLog.length = 0;
   await sleep(SECONDS * 1000);
   done();
-  const txFill =
-    4800 -
-    (txEngine as unknown as { tx: Map<string, { senders: RtpSender[] }> }).tx.get('t')!.senders[0]!.space();
+  const txFill = (txEngine as unknown as { tx: Map<string, { senders: RtpSender[] }> }).tx
+    .get('t')!
+    .senders[0]!.fill();
+  // Periods handed over in the same timer callback form one delivery.
+  const gaps: number[] = [];
+  let deliveries = 0;
+  for (let i = 1; i < readyLog.length; i++) {
+    const g = readyLog[i]! - readyLog[i - 1]!;
+    if (g > 0.05) {
+      gaps.push(g);
+      deliveries++;
+    }
+  }
+  gaps.sort((a, b) => a - b);
+  const capture = `capture: ${readyLog.length} periods of ${(o.block / 48).toFixed(2)} ms in ${deliveries + 1} deliveries (${(readyLog.length / (deliveries + 1)).toFixed(2)} per delivery), interval p50 ${pct(gaps, 0.5).toFixed(3)} ms, p99 ${pct(gaps, 0.99).toFixed(3)} ms`;
   const rxi = rxEngine as unknown as {
     playback: { queuedFrames(): number } | null;
     matcher: { backlog: number; startTrimmed: number; startPadded: number } | null;
@@ -677,7 +693,7 @@ async function engineLatencyRun(
   await rxEngine.stop();
   lat.sort((a, b) => a - b);
   console.log(
-    `  ${label}: capture -> playback p50 ${pct(lat, 0.5).toFixed(3)} ms, p99 ${pct(lat, 0.99).toFixed(3)} ms, max ${(lat[lat.length - 1] ?? NaN).toFixed(3)} ms over ${lat.length} periods after ${SETTLE_S} s settling (TX ring fill at the end ${txFill}); block ${o.block} frames, TX ring ${o.txBufferFrames}, playout delay ${o.delayMs} ms, card queue ${o.playbackQueueFrames}; sender underruns ${tx.underruns}, RX lost ${rx.lost}, late ${rx.late}; at the end: ${rxState}`,
+    `  ${label}: capture -> playback p50 ${pct(lat, 0.5).toFixed(3)} ms, p99 ${pct(lat, 0.99).toFixed(3)} ms, max ${(lat[lat.length - 1] ?? NaN).toFixed(3)} ms over ${lat.length} periods after ${SETTLE_S} s settling (TX ring fill at the end ${txFill}); block ${o.block} frames, TX ring ${o.txBufferFrames}, playout delay ${o.delayMs} ms, card queue ${o.playbackQueueFrames}; sender underruns ${tx.underruns}, RX lost ${rx.lost}, late ${rx.late}; ${capture}; at the end: ${rxState}`,
   );
 }
 
