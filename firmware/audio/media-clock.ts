@@ -44,10 +44,33 @@ export interface MediaClock {
 /** TAI - UTC in seconds since 2017 (used until ptp4l tells us otherwise). */
 export const TAI_UTC_OFFSET_S = 37;
 
+/**
+ * TAI minus the monotonic clock, ns, read from the system (wall) clock once. (It used to read the
+ * monotonic clock, then `performance.timeOrigin + performance.now()`; `performance` loads lazily,
+ * and on first use that took 1..2 ms, so the anchor came out that much ahead and two free-running
+ * media clocks on one host disagreed: late packets at a 2 ms playout delay.) Node gives the wall
+ * clock with no finer reading than `Date.now()` (whole ms), so this catches a tick of it: the
+ * wall clock is exactly that millisecond somewhere between the two monotonic readings around the
+ * call that saw it change. A reading is kept only if those two are within 20 us (not preempted);
+ * it spins at most about a millisecond per try.
+ */
 export function systemAnchorNs(): bigint {
-  const mono = process.hrtime.bigint();
-  const wallNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
-  return wallNs + BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n - mono;
+  let fallback: bigint | null = null;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const d0 = Date.now();
+    let before = process.hrtime.bigint();
+    let d = Date.now();
+    let after = process.hrtime.bigint();
+    while (d === d0) {
+      before = after;
+      d = Date.now();
+      after = process.hrtime.bigint();
+    }
+    const anchor = BigInt(d) * 1_000_000n + BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n - (before + after) / 2n;
+    if (after - before <= 20_000n) return anchor;
+    fallback ??= anchor;
+  }
+  return fallback!;
 }
 
 /** No PTP: the machine's own clock, always reported `unlocked`. */
