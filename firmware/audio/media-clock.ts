@@ -50,27 +50,48 @@ export const TAI_UTC_OFFSET_S = 37;
  * and on first use that took 1..2 ms, so the anchor came out that much ahead and two free-running
  * media clocks on one host disagreed: late packets at a 2 ms playout delay.) Node gives the wall
  * clock with no finer reading than `Date.now()` (whole ms), so this catches a tick of it: the
- * wall clock is exactly that millisecond somewhere between the two monotonic readings around the
- * call that saw it change. A reading is kept only if those two are within 20 us (not preempted);
- * it spins at most about a millisecond per try.
+ * wall clock turned that millisecond between the call before and the call that saw it change.
+ * A try counts only if those two calls lie within 20 us of monotonic time (not preempted, no
+ * lazy initialisation in between); it spins at most about a millisecond per try.
  */
 export function systemAnchorNs(): bigint {
   let fallback: bigint | null = null;
   for (let attempt = 0; attempt < 20; attempt++) {
+    // Each Date.now() call is bracketed: it ran after `prevStart`. The first call that sees the
+    // next millisecond ran before `end`, so the tick lies in [prevStart, end].
+    let prevStart = process.hrtime.bigint();
     const d0 = Date.now();
-    let before = process.hrtime.bigint();
-    let d = Date.now();
-    let after = process.hrtime.bigint();
+    let start = prevStart;
+    let d = d0;
+    let end = prevStart;
     while (d === d0) {
-      before = after;
+      prevStart = start;
+      start = process.hrtime.bigint();
       d = Date.now();
-      after = process.hrtime.bigint();
+      end = process.hrtime.bigint();
     }
-    const anchor = BigInt(d) * 1_000_000n + BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n - (before + after) / 2n;
-    if (after - before <= 20_000n) return anchor;
+    const anchor =
+      BigInt(d) * 1_000_000n + BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n - (prevStart + end) / 2n;
+    if (end - prevStart <= 20_000n) return anchor;
     fallback ??= anchor;
   }
   return fallback!;
+}
+
+/**
+ * How far a clock with `anchorNs` has drifted from the system clock now, ns (positive: the media
+ * clock is ahead), to within about half a millisecond: one `Date.now()` reading between two
+ * monotonic ones (no spinning; cheap enough for every poll). Null when the readings were more
+ * than 20 us apart (preempted). A system clock stepped after the anchor was taken shows here.
+ */
+export function anchorSkewNs(anchorNs: bigint): bigint | null {
+  const before = process.hrtime.bigint();
+  const wallMs = Date.now();
+  const after = process.hrtime.bigint();
+  if (after - before > 20_000n) return null;
+  // Date.now() truncates: the true wall time is wallMs + [0, 1) ms; take the middle.
+  const wallNs = BigInt(wallMs) * 1_000_000n + 500_000n + BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n;
+  return (before + after) / 2n + anchorNs - wallNs;
 }
 
 /** No PTP: the machine's own clock, always reported `unlocked`. */

@@ -10,6 +10,7 @@ import type { PtpConfig } from '../config/board-types.js';
 import type { Logger } from '../log/logger.js';
 import { ProcessSupervisor, type ProcessSeam } from './process-supervisor.js';
 import {
+  anchorSkewNs,
   systemAnchorNs,
   type LockState,
   type MediaClock,
@@ -191,6 +192,27 @@ export function withPhc2sys(st: MediaClockStatus, phc2sysRunning: boolean): Medi
   };
 }
 
+/**
+ * ptp4l disciplines the system clock, and the media clock maps it once, at start. If the system
+ * clock was stepped since (ptp4l's first synchronisation steps it by the whole offset), the media
+ * clock is off by that step while ptp4l itself reports a small offset: never `locked` then.
+ * `skewNs` from `anchorSkewNs` (null: not measured this time, keep the status).
+ */
+export function withMappingCheck(
+  st: MediaClockStatus,
+  skewNs: bigint | null,
+  thresholdNs = 1_500_000n,
+): MediaClockStatus {
+  if (skewNs === null || st.state === 'master') return st;
+  const off = skewNs < 0n ? -skewNs : skewNs;
+  if (off <= thresholdNs) return st;
+  return {
+    ...st,
+    state: 'unlocked',
+    detail: `${st.detail}; media clock ${(Number(skewNs) / 1e6).toFixed(1)} ms off the system clock (stepped after start): restart the runtime to realign`,
+  };
+}
+
 export interface Ptp4lClockOptions extends Ptp4lOptions {
   logger: Logger;
   configPath: string;
@@ -340,7 +362,10 @@ export class Ptp4lClock implements MediaClock {
         this.o.lockThresholdNs ?? 100_000,
         this.o.freeRunning ?? false,
       );
-      const st = this.phc2sys ? withPhc2sys(pmcStatus, this.phc2sys.running) : pmcStatus;
+      const st = withMappingCheck(
+        this.phc2sys ? withPhc2sys(pmcStatus, this.phc2sys.running) : pmcStatus,
+        anchorSkewNs(this.anchorNs),
+      );
       // Lock needs `lockPolls` consecutive in-bounds answers; losing it is immediate.
       if (st.state === 'locked') {
         if (++this.inBoundsPolls < (this.o.lockPolls ?? 3))

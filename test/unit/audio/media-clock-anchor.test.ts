@@ -10,10 +10,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
+  anchorSkewNs,
   createFreeRunningClock,
   systemAnchorNs,
   TAI_UTC_OFFSET_S,
+  type MediaClockStatus,
 } from '../../../firmware/audio/media-clock.js';
+import { withMappingCheck } from '../../../firmware/audio/ptp.js';
 
 const TAI_NS = BigInt(TAI_UTC_OFFSET_S) * 1_000_000_000n;
 
@@ -81,3 +84,51 @@ t.test(
     }
   },
 );
+
+t.test('anchorSkewNs: ~0 for a good anchor, the step for a stepped one', async (t) => {
+  const a = systemAnchorNs();
+  const skews = (anchor: bigint): number[] => {
+    const out: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const k = anchorSkewNs(anchor);
+      if (k !== null) out.push(Number(k) / 1e6);
+    }
+    return out;
+  };
+  const good = skews(a);
+  t.ok(good.length > 100, `${good.length} readings kept`);
+  t.ok(
+    good.every((k) => Math.abs(k) <= 0.55),
+    `good anchor within half a millisecond (${Math.min(...good).toFixed(3)}..${Math.max(...good).toFixed(3)} ms)`,
+  );
+  const stepped = skews(a + 5_000_000n);
+  t.ok(
+    stepped.every((k) => k >= 4.45 && k <= 5.55),
+    `a 5 ms step shows as 5 +- 0.5 ms (${Math.min(...stepped).toFixed(3)}..${Math.max(...stepped).toFixed(3)} ms)`,
+  );
+});
+
+t.test('withMappingCheck: a media clock off the system clock is never locked', async (t) => {
+  const locked: MediaClockStatus = {
+    state: 'locked',
+    source: 'ptp4l',
+    domain: 0,
+    offsetNs: 120,
+    pathDelayNs: 5000,
+    grandmaster: '00-11-22-ff-fe-33-44-55:0',
+    portState: 'SLAVE',
+    detail: 'locked to the grandmaster',
+  };
+  t.same(withMappingCheck(locked, 300_000n), locked, '0.3 ms: as ptp4l says');
+  t.same(withMappingCheck(locked, null), locked, 'not measured: unchanged');
+  const off = withMappingCheck(locked, -37_000_000_000n);
+  t.equal(off.state, 'unlocked', 'stepped by 37 s: unlocked');
+  t.match(off.detail, /-37000\.0 ms off the system clock/);
+  t.equal(off.grandmaster, locked.grandmaster, 'the rest of the status kept');
+  t.equal(
+    withMappingCheck({ ...locked, state: 'master' }, 9_000_000n).state,
+    'master',
+    'a grandmaster is the reference',
+  );
+  t.equal(withMappingCheck({ ...locked, state: 'locking' }, 2_000_000n).state, 'unlocked');
+});
