@@ -247,6 +247,13 @@ export async function startPeripheral(options: StartOptions): Promise<RunningPer
     senderBusyWait: env['QPERIPH_AUDIO_BUSY_WAIT'] !== '0',
   });
   await audio.start();
+  // A system clock step under the media clock (ptp4l's first synchronisation): the clock maps it
+  // again, and every stream reopens on the new mapping.
+  mediaClock.onEvent((e) => {
+    if (e.event !== 'realigned') return;
+    log.warn('media_clock_stepped', { stepMs: e.stepNs / 1e6 });
+    void audio.realign().catch((err: unknown) => log.error('audio_realign_failed', { err }));
+  });
 
   // Named controls, GPIO and serial I/O, and the control link on TCP 1700.
   const registry = new ControlRegistry({ clock });

@@ -660,6 +660,39 @@ export class AudioEngine {
     this.o.logger.info('audio_stream_closed', { id });
   }
 
+  /**
+   * The media clock was mapped again after a system clock step (event `realigned`): reopen every
+   * stream with its spec, and start a fresh receive worker, so senders, receivers and the worker
+   * all take the new mapping. The streams' timestamps jump once, as they must when the time they
+   * follow stepped; ids and specs stay. A stream that fails to reopen is logged and left closed,
+   * the others go on. Returns the ids reopened and the ones that failed.
+   */
+  async realign(): Promise<{ reopened: string[]; failed: string[] }> {
+    const txSpecs = [...this.tx.values()].map((s) => s.spec);
+    const rxSpecs = [...this.rx.values()].map((s) => s.spec);
+    for (const sp of [...txSpecs, ...rxSpecs]) await this.close(sp.id);
+    // The worker holds the old anchor: replace it, even if the card stays open (playbackWhenIdle).
+    const w = this.rxWorker ?? (this.rxWorkerStarting ? await this.rxWorkerStarting.catch(() => null) : null);
+    this.rxWorker = null;
+    this.rxWorkerStarting = null;
+    await w?.stop();
+    const reopened: string[] = [];
+    const failed: string[] = [];
+    const reopen = async (id: string, open: () => Promise<unknown>): Promise<void> => {
+      try {
+        await open();
+        reopened.push(id);
+      } catch (e) {
+        failed.push(id);
+        this.o.logger.warn('audio_realign_reopen_failed', { id, error: e });
+      }
+    };
+    for (const sp of rxSpecs) await reopen(sp.id, () => this.openRx(sp));
+    for (const sp of txSpecs) await reopen(sp.id, () => this.openTx(sp));
+    this.o.logger.info('audio_realigned', { reopened, failed });
+    return { reopened, failed };
+  }
+
   private txStatus(s: TxStream): StreamStatus {
     return {
       id: s.spec.id,

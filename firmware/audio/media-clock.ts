@@ -23,13 +23,24 @@ export interface MediaClockStatus {
   detail: string;
 }
 
-export interface MediaClockEvent {
-  event: 'state';
-  from: LockState;
-  to: LockState;
-  cause: string;
-  status: MediaClockStatus;
-}
+export type MediaClockEvent =
+  | {
+      event: 'state';
+      from: LockState;
+      to: LockState;
+      cause: string;
+      status: MediaClockStatus;
+    }
+  | {
+      /**
+       * The system clock was stepped under the mapping (by `stepNs`, the old mapping's error) and
+       * `anchorNs` now maps it again. Streams started before keep the old mapping until reopened
+       * (`AudioEngine.realign`).
+       */
+      event: 'realigned';
+      stepNs: number;
+      status: MediaClockStatus;
+    };
 
 export interface MediaClock {
   /** PTP (TAI) time now, ns. */

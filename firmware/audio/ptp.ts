@@ -232,11 +232,15 @@ export interface Ptp4lClockOptions extends Ptp4lOptions {
   restartMs?: number;
   /** Clock for the restart back-off (tests: virtual time). */
   clock?: ClockSource;
+  /** Measures the mapping's skew against the system clock (tests; default `anchorSkewNs`). */
+  skewProbe?: (anchorNs: bigint) => bigint | null;
 }
 
 /** Supervises ptp4l and reports its state by polling pmc. */
 export class Ptp4lClock implements MediaClock {
-  readonly anchorNs = systemAnchorNs();
+  private anchor = systemAnchorNs();
+  /** Realignments after system clock steps. */
+  realignments = 0;
   private current: MediaClockStatus;
   private stopped = false;
   /** ptp4l itself, restarted with back-off like phc2sys. */
@@ -299,8 +303,13 @@ export class Ptp4lClock implements MediaClock {
     };
   }
 
+  /** Changes only when a system clock step is caught (event `realigned`). */
+  get anchorNs(): bigint {
+    return this.anchor;
+  }
+
   nowNs(): bigint {
-    return process.hrtime.bigint() + this.anchorNs;
+    return process.hrtime.bigint() + this.anchor;
   }
 
   status(): MediaClockStatus {
@@ -362,10 +371,19 @@ export class Ptp4lClock implements MediaClock {
         this.o.lockThresholdNs ?? 100_000,
         this.o.freeRunning ?? false,
       );
-      const st = withMappingCheck(
-        this.phc2sys ? withPhc2sys(pmcStatus, this.phc2sys.running) : pmcStatus,
-        anchorSkewNs(this.anchorNs),
-      );
+      const base = this.phc2sys ? withPhc2sys(pmcStatus, this.phc2sys.running) : pmcStatus;
+      const probe = this.o.skewProbe ?? anchorSkewNs;
+      const skew = probe(this.anchor);
+      let st = withMappingCheck(base, skew);
+      if (st !== base) {
+        // The system clock stepped under the mapping (ptp4l's first step): map it again, say so,
+        // and check once more; never `locked` on a mapping that is off.
+        this.anchor = systemAnchorNs();
+        this.realignments++;
+        this.o.logger.warn('media_clock_realigned', { module: 'ptp', stepMs: Number(skew) / 1e6 });
+        st = withMappingCheck(base, probe(this.anchor));
+        for (const h of this.handlers) h({ event: 'realigned', stepNs: Number(skew), status: st });
+      }
       // Lock needs `lockPolls` consecutive in-bounds answers; losing it is immediate.
       if (st.state === 'locked') {
         if (++this.inBoundsPolls < (this.o.lockPolls ?? 3))

@@ -90,7 +90,7 @@ t.test(
       pollMs: 500,
     });
     const events: string[] = [];
-    slave.onEvent((e) => events.push(`${e.from}->${e.to}`));
+    slave.onEvent((e) => void (e.event === 'state' && events.push(`${e.from}->${e.to}`)));
     t.teardown(async () => {
       await slave.close();
       await master.close();

@@ -217,7 +217,7 @@ t.test(
       clock,
     });
     const events: string[] = [];
-    ptp.onEvent((e) => events.push(`${e.from}->${e.to}`));
+    ptp.onEvent((e) => void (e.event === 'state' && events.push(`${e.from}->${e.to}`)));
     await ptp.start();
     t.equal(seam.spawned.length, 1, 'ptp4l started once');
     t.same([seam.last!.cmd, ...seam.last!.args], ['/usr/sbin/ptp4l', '-f', join(dir, 'ptp4l.conf')]);
