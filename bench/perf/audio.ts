@@ -16,7 +16,8 @@
  * pacing,rt,load,loadrt,cpu,latency,drift; default all). `loadrt` is `load` with the worker at SCHED_FIFO. `rt` repeats the idle pacing runs with the
  * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE). The cpu part runs our stream with the
  * sender busy-waiting (as the runtime) and sleeping only, each with its wire pacing (tshark), and
- * GStreamer with its wire pacing. AUDIO_BENCH_BUSY_WAIT=0: the pacing runs' sender sleeps only.
+ * GStreamer with its wire pacing. AUDIO_BENCH_BUSY_WAIT=0: the pacing runs' sender sleeps only;
+ * AUDIO_BENCH_LEAD_US: the senders' minimum busy-wait lead (default 100).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -42,6 +43,8 @@ const DRIFT_S = Number(process.env['AUDIO_BENCH_DRIFT_S'] ?? 600);
 const SETTLE_S = Number(process.env['AUDIO_BENCH_SETTLE_S'] ?? 5);
 /** Pacing runs: the sender busy-waits before each deadline (1, default as the runtime) or sleeps only (0). */
 const BUSY_WAIT = process.env['AUDIO_BENCH_BUSY_WAIT'] !== '0';
+/** The sender's minimum busy-wait lead, us (AUDIO_BENCH_LEAD_US; default the sender's own, 100). */
+const LEAD_US = process.env['AUDIO_BENCH_LEAD_US'] ? Number(process.env['AUDIO_BENCH_LEAD_US']) : undefined;
 /** Where the engines' receive runs: the worker (default, as in the runtime) or 'main' (before). */
 const RX_THREAD: 'worker' | 'main' = process.env['AUDIO_BENCH_RX_THREAD'] === 'main' ? 'main' : 'worker';
 const clock = createMediaClock();
@@ -176,6 +179,7 @@ async function pacingRun(
     lateLogPackets: Math.ceil(packetsPerS * SECONDS) + 10,
     rtPriority,
     busyWait: BUSY_WAIT,
+    ...(LEAD_US !== undefined ? { leadUs: LEAD_US } : {}),
   });
   await sender.start();
   if (rtPriority)
@@ -282,6 +286,7 @@ async function oursCpu(port: number, busyWait: boolean): Promise<number> {
     ssrc: 2,
     clock,
     busyWait,
+    ...(LEAD_US !== undefined ? { leadUs: LEAD_US } : {}),
   });
   const block = new Float32Array(48 * 16);
   for (let i = 0; i < block.length; i++) block[i] = Math.sin(i / 10) * 0.5;
@@ -699,7 +704,7 @@ async function engineLatencyRun(
 
 async function main(): Promise<void> {
   console.log(
-    `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}, pacing-run sender ${BUSY_WAIT ? 'busy-waits' : 'sleeps only'}`,
+    `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}, pacing-run sender ${BUSY_WAIT ? `busy-waits (lead ${LEAD_US ?? 100} us)` : 'sleeps only'}`,
   );
   const parts = new Set(
     (process.env['AUDIO_BENCH_PARTS'] ?? 'pacing,rt,load,loadrt,cpu,latency,drift').split(','),
