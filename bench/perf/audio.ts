@@ -13,11 +13,14 @@
  *
  * Env: AUDIO_BENCH_RX_THREAD=main runs the engines' receive on the main thread (as before the
  * receive worker) for comparison. AUDIO_BENCH_S (seconds per pacing run, default 10); AUDIO_BENCH_PARTS (comma list of
- * pacing,rt,load,loadrt,cpu,latency,drift; default all). `loadrt` is `load` with the worker at SCHED_FIFO. `rt` repeats the idle pacing runs with the
+ * pacing,rt,load,loadrt,cpu,latency,lowlat,drift; default all but lowlat, the low-latency runs of latency alone). `loadrt` is `load` with the worker at SCHED_FIFO. `rt` repeats the idle pacing runs with the
  * sender worker at SCHED_FIFO 10 (needs root or CAP_SYS_NICE). The cpu part runs our stream with the
  * sender busy-waiting (as the runtime) and sleeping only, each with its wire pacing (tshark), and
  * GStreamer with its wire pacing. AUDIO_BENCH_BUSY_WAIT=0: the pacing runs' sender sleeps only;
- * AUDIO_BENCH_LEAD_US: the senders' minimum busy-wait lead (default 100).
+ * AUDIO_BENCH_LEAD_US: the senders' minimum busy-wait lead (default 100). The low-latency runs
+ * with fine timers (virtual cards waking per period, receive tick 333 us; also at SCHED_FIFO as
+ * root) take AUDIO_BENCH_LL_TX and AUDIO_BENCH_LL_QUEUE (frames, default 32 each) and
+ * AUDIO_BENCH_LL_DELAY_MS (default 1).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -45,6 +48,10 @@ const SETTLE_S = Number(process.env['AUDIO_BENCH_SETTLE_S'] ?? 5);
 const BUSY_WAIT = process.env['AUDIO_BENCH_BUSY_WAIT'] !== '0';
 /** The sender's minimum busy-wait lead, us (AUDIO_BENCH_LEAD_US; default the sender's own, 100). */
 const LEAD_US = process.env['AUDIO_BENCH_LEAD_US'] ? Number(process.env['AUDIO_BENCH_LEAD_US']) : undefined;
+/** The fine-timer low-latency runs: TX ring and card queue (frames), playout delay (ms). */
+const LL_TX = Number(process.env['AUDIO_BENCH_LL_TX'] ?? 32);
+const LL_QUEUE = Number(process.env['AUDIO_BENCH_LL_QUEUE'] ?? 32);
+const LL_DELAY_MS = Number(process.env['AUDIO_BENCH_LL_DELAY_MS'] ?? 1);
 /** Where the engines' receive runs: the worker (default, as in the runtime) or 'main' (before). */
 const RX_THREAD: 'worker' | 'main' = process.env['AUDIO_BENCH_RX_THREAD'] === 'main' ? 'main' : 'worker';
 const clock = createMediaClock();
@@ -594,7 +601,17 @@ const LAT_BOARD = {
  */
 async function engineLatencyRun(
   label: string,
-  o: { block: number; txBufferFrames: number; playbackQueueFrames: number; delayMs: number; port: number },
+  o: {
+    block: number;
+    txBufferFrames: number;
+    playbackQueueFrames: number;
+    delayMs: number;
+    port: number;
+    /** Cards wake per period (PeriodTicker) and the receive worker ticks every `rxTickUs`. */
+    fineTimers?: { rxTickUs: number };
+    /** SCHED_FIFO priority of the sender worker. */
+    rtPriority?: number;
+  },
 ): Promise<void> {
   const sys = createSystemClock();
   const WRAP = 1 << 20;
@@ -603,8 +620,10 @@ async function engineLatencyRun(
   let blockStart = -1;
   /** When each capture period was handed over (ms): shows how the card's timer delivers. */
   const readyLog: number[] = [];
+  const periodWakes = o.fineTimers !== undefined;
   const capCard = new VirtualAudioBinding({
     clock: sys,
+    periodWakes,
     generator: (frame, ch) => {
       if (ch === 0 && frame % o.block === 0) {
         blockReadyMs = sys.monotonicMs();
@@ -619,6 +638,7 @@ async function engineLatencyRun(
   const playCard = new VirtualAudioBinding({
     clock: sys,
     record: false,
+    periodWakes,
     playbackStartFrames: 2 * o.block,
     onPlay: (x, n, atMs) => {
       const v = x[0]!;
@@ -636,6 +656,8 @@ async function engineLatencyRun(
     txBufferFrames: o.txBufferFrames,
     playbackQueueFrames: o.playbackQueueFrames,
     rxThread: RX_THREAD,
+    ...(o.fineTimers ? { rxTickUs: o.fineTimers.rxTickUs } : {}),
+    ...(o.rtPriority ? { senderRtPriority: o.rtPriority } : {}),
   };
   const txEngine = new AudioEngine({
     ...common,
@@ -702,6 +724,24 @@ async function engineLatencyRun(
   );
 }
 
+async function fineLatencyRuns(): Promise<void> {
+  const fine = {
+    block: 16,
+    txBufferFrames: LL_TX,
+    playbackQueueFrames: LL_QUEUE,
+    delayMs: LL_DELAY_MS,
+    fineTimers: { rxTickUs: 333 },
+  };
+  const fineLabel = `cards waking per period, receive tick 333 us, TX ring ${LL_TX}, card queue ${LL_QUEUE}, delay ${LL_DELAY_MS} ms`;
+  await engineLatencyRun(`low-latency, ${fineLabel}`, { ...fine, port: 24208 });
+  if (isRoot)
+    await engineLatencyRun(`low-latency, ${fineLabel}, sender SCHED_FIFO 10`, {
+      ...fine,
+      port: 24210,
+      rtPriority: 10,
+    });
+}
+
 async function main(): Promise<void> {
   console.log(
     `qperiph audio benchmark: ${SECONDS} s per run, node ${process.version}, root ${isRoot}, tshark ${haveTshark}, gstreamer ${haveGst}, pacing-run sender ${BUSY_WAIT ? `busy-waits (lead ${LEAD_US ?? 100} us)` : 'sleeps only'}`,
@@ -762,6 +802,11 @@ async function main(): Promise<void> {
       delayMs: 1,
       port: 24206,
     });
+    await fineLatencyRuns();
+  }
+  if (parts.has('lowlat') && !parts.has('latency')) {
+    console.log('End-to-end latency through two engines, low-latency timers only:');
+    await fineLatencyRuns();
   }
   if (parts.has('drift')) {
     console.log('Drift (resampler + tracking loop, simulated card):');

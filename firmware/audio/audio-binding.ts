@@ -11,6 +11,7 @@
  * - alsa-binding.ts: arecord/aplay child processes over pipes.
  */
 import type { ClockSource, TimerHandle } from '../clock/clock.js';
+import { startPeriodTicker, type PeriodTicker } from '../clock/period-ticker.js';
 
 export interface CaptureOptions {
   device: string;
@@ -74,6 +75,12 @@ export interface VirtualAudioOptions {
    * (benchmarks: end-to-end latency). The samples are only valid during the call.
    */
   onPlay?: (samples: Float32Array, frames: number, atMs: number) => void;
+  /**
+   * Wake once per period through a PeriodTicker thread, as a real card wakes its reader per
+   * period, instead of the clock's timers (1 ms granularity, so a 16-frame card delivers 3.5
+   * periods every 1.14 ms). Only with the system clock; costs a thread and a wake per period.
+   */
+  periodWakes?: boolean;
 }
 
 /** Virtual sound card. `recorded` holds every frame written to any playback stream. */
@@ -97,7 +104,8 @@ export class VirtualAudioBinding implements AudioBinding {
     let closed = false;
     let timer: TimerHandle | null = null;
     const t0 = clock.monotonicMs();
-    const tick = (): void => {
+    const periodMs = c.periodFrames / this.ratePerMs();
+    const deliver = (): void => {
       if (closed) return;
       const due = Math.floor((clock.monotonicMs() - t0) * this.ratePerMs());
       while (frame + c.periodFrames <= due) {
@@ -106,9 +114,14 @@ export class VirtualAudioBinding implements AudioBinding {
         frame += c.periodFrames;
         for (const h of handlers) h(block, c.periodFrames);
       }
-      timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());
     };
-    timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());
+    const tick = (): void => {
+      deliver();
+      if (!closed) timer = clock.setTimeout(tick, periodMs);
+    };
+    let ticker: PeriodTicker | null = null;
+    if (this.o.periodWakes) ticker = startPeriodTicker(periodMs * 1000, deliver);
+    else timer = clock.setTimeout(tick, periodMs);
     return {
       onData: (h) => void handlers.push(h),
       onError: () => undefined,
@@ -116,6 +129,7 @@ export class VirtualAudioBinding implements AudioBinding {
       close: async () => {
         closed = true;
         if (timer) clock.clearTimeout(timer);
+        ticker?.stop();
       },
     };
   }
@@ -159,9 +173,19 @@ export class VirtualAudioBinding implements AudioBinding {
       head = (head + n) % cap;
       count -= n;
     };
+    const periodMs = c.periodFrames / this.ratePerMs();
+    const ticker: PeriodTicker | null = this.o.periodWakes
+      ? startPeriodTicker(periodMs * 1000, () => {
+          if (running) consume();
+        })
+      : null;
     const tick = (): void => {
       timer = null;
       if (closed || !running) return;
+      if (consume()) timer = clock.setTimeout(tick, periodMs);
+    };
+    /** Plays the periods due by now; false when the card stopped on an underrun. */
+    const consume = (): boolean => {
       const due = Math.floor((clock.monotonicMs() - t0) * this.ratePerMs());
       // The card consumes whole periods.
       while (played + c.periodFrames <= due) {
@@ -170,12 +194,12 @@ export class VirtualAudioBinding implements AudioBinding {
           take(count, at);
           slips.underruns++;
           running = false;
-          return;
+          return false;
         }
         take(c.periodFrames, at);
         played += c.periodFrames;
       }
-      timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());
+      return true;
     };
     return {
       write: (s, frames) => {
@@ -194,7 +218,7 @@ export class VirtualAudioBinding implements AudioBinding {
           running = true;
           played = 0;
           t0 = clock.monotonicMs();
-          timer = clock.setTimeout(tick, c.periodFrames / this.ratePerMs());
+          if (!ticker) timer = clock.setTimeout(tick, periodMs);
         }
       },
       // Like ALSA's delay: what was queued since the card started, less what its crystal has
@@ -209,6 +233,7 @@ export class VirtualAudioBinding implements AudioBinding {
       close: async () => {
         closed = true;
         if (timer) clock.clearTimeout(timer);
+        ticker?.stop();
       },
     };
   }

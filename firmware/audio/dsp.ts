@@ -135,6 +135,13 @@ export class DriftTracker {
     return this.step;
   }
 
+  /** Forget the loop's history (after the buffer it steers was reset). */
+  reset(): void {
+    this.integral = 0;
+    this.filtered = null;
+    this.step = 1;
+  }
+
   /** Current estimate of the ratio error in ppm. */
   get ppm(): number {
     return (this.step - 1) * 1e6;

@@ -132,6 +132,13 @@ export interface AudioEngineOptions {
    * from `mediaClock.anchorNs` (a clock on the monotonic clock, as both real ones are).
    */
   rxThread?: 'worker' | 'main';
+  /**
+   * The receive worker's playout tick, us. Default 1000 (its event loop's timer); less runs a
+   * PeriodTicker thread (low-latency profile: frames leave the jitter buffer within a tick of
+   * their playout time instead of up to 1.1 ms after it). The engine reads the worker's ring
+   * when the worker wakes it, either way.
+   */
+  rxTickUs?: number;
 }
 
 interface TxStream {
@@ -144,7 +151,15 @@ interface TxStream {
   scratchOut: Float32Array;
   sdp: string | null;
   ssrc: number;
+  /** Since when (monotonic ms) every write has left the ring behind the sender; null: it is not. */
+  behindSinceMs: number | null;
 }
+
+/**
+ * A TX ring left behind its sender (each frame written already stale) for this long is put back
+ * at its target fill. Longer than any catch-up burst after a stall (those arrive in one go).
+ */
+const TX_RESYNC_AFTER_MS = 20;
 
 interface RxStream {
   spec: RxStreamSpec;
@@ -346,10 +361,24 @@ export class AudioEngine {
       if (!s.resampler.pull(out, outFrames, step)) break;
       for (const snd of s.senders) snd.write(out, outFrames);
     }
+    if (sender.fill() >= 0) {
+      s.behindSinceMs = null;
+      return;
+    }
+    const now = this.o.clock.monotonicMs();
+    s.behindSinceMs ??= now;
+    if (now - s.behindSinceMs < TX_RESYNC_AFTER_MS) return;
+    // Behind for good (a stall lost the lead and nothing caught it up): back to the target.
+    s.behindSinceMs = null;
+    const behind = -sender.fill();
+    for (const snd of s.senders) snd.resync(s.tracker.targetFrames);
+    s.tracker.reset();
+    this.o.logger.warn('audio_tx_resync', { stream: s.spec.id, behindFrames: behind });
   }
 
   private startMixTick(): void {
-    if (this.mixTimer) return;
+    // The receive worker wakes the engine when it has mixed frames (RxThread.watch).
+    if (this.mixTimer || this.rxThread === 'worker') return;
     this.mixTimer = this.o.clock.setTimeout(() => this.onMixTick(), 1);
   }
 
@@ -427,10 +456,12 @@ export class AudioEngine {
         anchorNs: this.o.mediaClock.anchorNs,
         logger: this.o.logger,
         recvBufferSize: this.recvBufferSize,
+        ...(this.o.rxTickUs !== undefined ? { tickUs: this.o.rxTickUs } : {}),
       });
       this.rxWorkerStarting = w.start().then(
         () => {
           this.rxWorker = w;
+          w.watch(() => this.onMixTick());
           this.rxWorkerStarting = null;
           this.o.logger.info('audio_rx_worker_started', { tid: w.tid });
           return w;
@@ -554,6 +585,7 @@ export class AudioEngine {
       scratchOut: new Float32Array(format.framesPerPacket * format.channels),
       sdp,
       ssrc,
+      behindSinceMs: null,
     };
     // Start at the latency the drift loop holds: the ring begins with that much silence, so
     // the first packets are not underruns and the loop has nothing to catch up.

@@ -166,6 +166,8 @@ export interface RxWorkerData {
   recvBufferSize: number;
   /** Bus capacity, frames. */
   mixFrames: number;
+  /** Playout tick period, us: 1000 ticks on the event loop's timer, less through a PeriodTicker. */
+  tickUs: number;
 }
 
 export interface RxOpenRequest {

@@ -34,6 +34,8 @@ export interface RxThreadOptions {
   /** Ring of mixed frames; a power of two, so positions stay continuous across the 2^32 wrap. */
   ringFrames?: number;
   mixFrames?: number;
+  /** The worker's playout tick, us (default 1000; less runs a PeriodTicker in the worker). */
+  tickUs?: number;
 }
 
 export interface RxThreadStream {
@@ -87,6 +89,7 @@ export class RxThread {
       anchorNs: this.o.anchorNs.toString(),
       recvBufferSize: this.o.recvBufferSize,
       mixFrames: this.o.mixFrames ?? 9600,
+      tickUs: this.o.tickUs ?? 1000,
     };
     // Under a TypeScript loader (tests) this module is a .ts file and so is its worker.
     const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
@@ -116,6 +119,7 @@ export class RxThread {
     w.once('exit', (code) => {
       if (this.worker === w) {
         this.worker = null;
+        this.unwatch();
         this.o.logger.warn('audio_rx_worker_exited', { code });
       }
       for (const p of this.pending.values())
@@ -190,6 +194,39 @@ export class RxThread {
     return (Atomics.load(this.ctl, RING_WRITE) - Atomics.load(this.ctl, RING_READ)) | 0;
   }
 
+  /**
+   * Call `onFrames` whenever the worker has written frames into the ring (it notifies the ring's
+   * write index after each tick), until stop(): the reader wakes with the writer instead of
+   * polling on a timer of its own. Wakes coalesce; `onFrames` drains what is there.
+   */
+  watch(onFrames: () => void): void {
+    if (this.watching) return;
+    this.watching = true;
+    const loop = async (): Promise<void> => {
+      while (this.watching) {
+        const seen = Atomics.load(this.ctl, RING_WRITE);
+        if (seen === Atomics.load(this.ctl, RING_READ)) {
+          const r = Atomics.waitAsync(this.ctl, RING_WRITE, seen);
+          if (r.async) await r.value;
+        }
+        if (!this.watching) return;
+        onFrames();
+        // A reader that could not drain (no consumer) must not spin: yield to the event loop.
+        if (this.available() > 0) await new Promise<void>((res) => setImmediate(res));
+      }
+    };
+    void loop();
+  }
+
+  private watching = false;
+
+  private unwatch(): void {
+    if (!this.watching) return;
+    this.watching = false;
+    // Release a pending waitAsync: the write index is unchanged, so notify alone wakes it.
+    Atomics.notify(this.ctl, RING_WRITE);
+  }
+
   /** Hand every frame waiting in the ring to `emit` (in at most two pieces). Returns frames. */
   drain(emit: (samples: Float32Array, frames: number) => void): number {
     const w = Atomics.load(this.ctl, RING_WRITE);
@@ -215,6 +252,7 @@ export class RxThread {
     const w = this.worker;
     if (!w) return;
     this.worker = null;
+    this.unwatch();
     w.postMessage({ type: 'stop' } satisfies RxToWorker);
     const t = setTimeout(() => void w.terminate(), 2000);
     await this.exited;

@@ -4,8 +4,9 @@
  * LAN A / LAN B merge and the playout mix, on its own event loop: a stalled main thread (GC, a
  * burst of HTTP requests) no longer makes packets late or lost.
  *
- * Every millisecond it plays out all streams at one local media time (RxMix), writes the mixed
- * frames into the shared ring, and publishes each stream's counters and the bus counters into
+ * Every millisecond (or every `tickUs`, through a PeriodTicker, for low latency) it plays out all
+ * streams at one local media time (RxMix), writes the mixed frames into the shared ring, wakes the
+ * engine's reader (Atomics.notify on the ring's write index), and publishes each stream's counters and the bus counters into
  * their shared blocks. The hot path allocates nothing of its own: the jitter buffer scans
  * datagrams in place, media time comes from `performance.now()` mapped once onto the media
  * clock's anchor, and the tick timer is one Timeout refreshed. (node:dgram itself still hands
@@ -14,6 +15,7 @@
 import { readlinkSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createSystemClock } from '../clock/clock.js';
+import { startPeriodTicker, type PeriodTicker } from '../clock/period-ticker.js';
 import type { LogFields, Logger } from '../log/logger.js';
 import { createAudioDatagramBinding } from './audio-datagram.js';
 import { createFreeRunningClock, monotonicTsSource } from './media-clock.js';
@@ -94,6 +96,7 @@ function run(d: RxWorkerData, port: NonNullable<typeof parentPort>): void {
       if (at === end) at = 0;
     }
     Atomics.store(ctl, RING_WRITE, (w + n) | 0);
+    if (n > 0) Atomics.notify(ctl, RING_WRITE);
   };
 
   const publish = (): void => {
@@ -110,9 +113,18 @@ function run(d: RxWorkerData, port: NonNullable<typeof parentPort>): void {
   // One Timeout for the life of the worker, re-armed with refresh(): no timer object per tick.
   let timer: NodeJS.Timeout | null = null;
   let armed = false;
+  // Below 1 ms the tick comes from a PeriodTicker for the worker's life (coalesced, so it reads
+  // the clock itself like the timer tick).
+  const ticker: PeriodTicker | null =
+    d.tickUs < 1000
+      ? startPeriodTicker(d.tickUs, () => {
+          if (armed) tick();
+        })
+      : null;
   const arm = (): void => {
     if (armed || stopping) return;
     armed = true;
+    if (ticker) return;
     if (timer) timer.refresh();
     else timer = setTimeout(tick, 1);
   };
@@ -183,6 +195,7 @@ function run(d: RxWorkerData, port: NonNullable<typeof parentPort>): void {
     else if (m.type === 'stop') {
       stopping = true;
       if (timer) clearTimeout(timer);
+      ticker?.stop();
       void Promise.all([...streams.keys()].map((id) => close(id))).then(() => {
         post({ type: 'stopped' });
         port.close();

@@ -92,6 +92,8 @@ export interface SenderCounters {
   sendErrors: number;
   /** Packets skipped after a stall (time and audio kept aligned). */
   skipped: number;
+  /** Times the writer was put back ahead of the sender (resync) after falling behind for good. */
+  resyncs: number;
   dscp: 'set' | 'failed' | 'off';
 }
 
@@ -108,6 +110,8 @@ export class RtpSender {
   acksReceived = 0;
   /** Frames written after their packet had already gone out as silence. */
   droppedLate = 0;
+  /** See resync(). */
+  resyncs = 0;
   rtcpErrors = 0;
   private readonly ringFrames: number;
   /**
@@ -190,6 +194,24 @@ export class RtpSender {
     }
     Atomics.store(this.ctl, CTL_WRITE, (w + n) | 0);
     return n + dropped;
+  }
+
+  /**
+   * Put the write position `leadFrames` ahead of the read position, the gap filled with silence.
+   * For a writer that fell behind the sender for good: with keep-time every frame it writes is
+   * already stale and dropped, so without this the stream stays silent until the drift loop's
+   * 0.1 % closes the gap. Counted in `resyncs`. Returns the fill after it.
+   */
+  resync(leadFrames: number): number {
+    const lead = Math.max(0, Math.min(Math.floor(leadFrames), this.ringFrames));
+    const r = Atomics.load(this.ctl, CTL_READ);
+    const ch = this.channels;
+    const mask = this.slots - 1;
+    // The worker reads nothing past the write position, so these slots are free to fill.
+    for (let f = 0; f < lead; f++) this.ring.fill(0, ((r + f) & mask) * ch, (((r + f) & mask) + 1) * ch);
+    Atomics.store(this.ctl, CTL_WRITE, (r + lead) | 0);
+    this.resyncs++;
+    return this.fill();
   }
 
   /** The stream's timeline; set by `start()`. */
@@ -312,6 +334,7 @@ export class RtpSender {
       late: Atomics.load(this.ctl, CTL_LATE),
       sendErrors: Atomics.load(this.ctl, CTL_SEND_ERRORS),
       skipped: Atomics.load(this.ctl, CTL_SKIPPED),
+      resyncs: this.resyncs,
       dscp: d === 1 ? 'set' : d === -1 ? 'failed' : 'off',
     };
   }
