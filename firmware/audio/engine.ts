@@ -361,7 +361,8 @@ export class AudioEngine {
       if (!s.resampler.pull(out, outFrames, step)) break;
       for (const snd of s.senders) snd.write(out, outFrames);
     }
-    if (sender.fill() >= 0) {
+    const fill = sender.fill();
+    if (fill >= 0) {
       s.behindSinceMs = null;
       return;
     }
@@ -370,10 +371,9 @@ export class AudioEngine {
     if (now - s.behindSinceMs < TX_RESYNC_AFTER_MS) return;
     // Behind for good (a stall lost the lead and nothing caught it up): back to the target.
     s.behindSinceMs = null;
-    const behind = -sender.fill();
     for (const snd of s.senders) snd.resync(s.tracker.targetFrames);
     s.tracker.reset();
-    this.o.logger.warn('audio_tx_resync', { stream: s.spec.id, behindFrames: behind });
+    this.o.logger.warn('audio_tx_resync', { stream: s.spec.id, behindFrames: -fill });
   }
 
   private startMixTick(): void {

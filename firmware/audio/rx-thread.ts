@@ -3,8 +3,9 @@
  * closes streams in it (each call answered, errors carried back with their code), reads the
  * mixed frames out of the shared ring, and reads counters from the shared blocks.
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { QperiphError } from '../errors.js';
+import { startSiblingWorker } from '../sibling-worker.js';
 import type { Logger } from '../log/logger.js';
 import type { ReceiverCounters } from './jitter-buffer.js';
 import type { PlayoutMixCounters } from './playout-mix.js';
@@ -60,6 +61,8 @@ export class RxThread {
   private readonly channels: number;
   private readonly scratch: Float32Array;
   private exited: Promise<void> | null = null;
+  /** Whether watch() is waiting on the ring. */
+  private watching = false;
   /** Kernel thread id of the worker (Linux). */
   tid: number | null = null;
 
@@ -91,12 +94,7 @@ export class RxThread {
       mixFrames: this.o.mixFrames ?? 9600,
       tickUs: this.o.tickUs ?? 1000,
     };
-    // Under a TypeScript loader (tests) this module is a .ts file and so is its worker.
-    const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
-    const w = new Worker(new URL(`./rx-worker.${ext}`, import.meta.url), {
-      workerData: data,
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
-    });
+    const w = startSiblingWorker(import.meta.url, 'rx-worker', data);
     this.worker = w;
     this.exited = new Promise((resolve) => w.once('exit', () => resolve()));
     await new Promise<void>((resolve, reject) => {
@@ -217,8 +215,6 @@ export class RxThread {
     };
     void loop();
   }
-
-  private watching = false;
 
   private unwatch(): void {
     if (!this.watching) return;

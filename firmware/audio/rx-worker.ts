@@ -5,9 +5,9 @@
  * burst of HTTP requests) no longer makes packets late or lost.
  *
  * Every millisecond (or every `tickUs`, through a PeriodTicker, for low latency) it plays out all
- * streams at one local media time (RxMix), writes the mixed frames into the shared ring, wakes the
- * engine's reader (Atomics.notify on the ring's write index), and publishes each stream's counters and the bus counters into
- * their shared blocks. The hot path allocates nothing of its own: the jitter buffer scans
+ * streams at one local media time (RxMix), writes the mixed frames into the shared ring, wakes
+ * the engine's reader (Atomics.notify on the ring's write index), and publishes each stream's
+ * counters and the bus counters into their shared blocks. The hot path allocates nothing of its own: the jitter buffer scans
  * datagrams in place, media time comes from `performance.now()` mapped once onto the media
  * clock's anchor, and the tick timer is one Timeout refreshed. (node:dgram itself still hands
  * each datagram over in a new Buffer.)

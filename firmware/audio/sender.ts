@@ -4,8 +4,9 @@
  * of packet 0 from PTP ns to the monotonic clock the worker reads.
  */
 import { execFile } from 'node:child_process';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { QperiphError } from '../errors.js';
+import { startSiblingWorker } from '../sibling-worker.js';
 import { isMulticast } from './address.js';
 import type { DatagramBinding, DatagramSocket } from '../net/datagram-binding.js';
 import { decodeRtcp, type QlanAck, type ReceiverReport } from './rtcp-codec.js';
@@ -206,9 +207,12 @@ export class RtpSender {
     const lead = Math.max(0, Math.min(Math.floor(leadFrames), this.ringFrames));
     const r = Atomics.load(this.ctl, CTL_READ);
     const ch = this.channels;
-    const mask = this.slots - 1;
-    // The worker reads nothing past the write position, so these slots are free to fill.
-    for (let f = 0; f < lead; f++) this.ring.fill(0, ((r + f) & mask) * ch, (((r + f) & mask) + 1) * ch);
+    // The worker reads nothing past the write position, so these slots are free to fill: from
+    // the read slot to the end of the storage, and the rest from its start (lead <= slots).
+    const at = r & (this.slots - 1);
+    const first = Math.min(lead, this.slots - at);
+    this.ring.fill(0, at * ch, (at + first) * ch);
+    this.ring.fill(0, 0, (lead - first) * ch);
     Atomics.store(this.ctl, CTL_WRITE, (r + lead) | 0);
     this.resyncs++;
     return this.fill();
@@ -267,13 +271,7 @@ export class RtpSender {
       underrun: this.o.underrun ?? 'keep-time',
       timerSlackNs: this.o.timerSlackNs === undefined ? 1 : this.o.timerSlackNs,
     };
-    // Under a TypeScript loader (tests) this module is a .ts file and so is its worker.
-    const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
-    const w = new Worker(new URL(`./sender-worker.${ext}`, import.meta.url), {
-      workerData: data,
-      // Loader flags (tests) are kept; flags that only make sense for the main entry are not.
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
-    });
+    const w = startSiblingWorker(import.meta.url, 'sender-worker', data);
     this.worker = w;
     await new Promise<void>((resolve, reject) => {
       w.once('message', (m: { tid?: number | null; slackError?: string | null }) => {

@@ -8,7 +8,7 @@
  * It costs a thread and a wake per period (about 6 % of a core at 333 us here), so it is for the
  * low-latency paths that need it, never the default.
  */
-import { Worker } from 'node:worker_threads';
+import { startSiblingWorker } from '../sibling-worker.js';
 
 export const TICK_COUNT = 0;
 export const TICK_STOP = 1;
@@ -36,12 +36,7 @@ export function startPeriodTicker(periodUs: number, onWake: () => void): PeriodT
     throw new RangeError(`periodUs must be a number >= ${MIN_TICK_PERIOD_US}, got ${periodUs}`);
   const ctl = new Int32Array(new SharedArrayBuffer(8));
   const data: PeriodTickerData = { control: ctl.buffer as SharedArrayBuffer, periodUs };
-  // Under a TypeScript loader (tests) this module is a .ts file and so is its worker.
-  const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
-  const worker = new Worker(new URL(`./period-ticker-worker.${ext}`, import.meta.url), {
-    workerData: data,
-    execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
-  });
+  const worker = startSiblingWorker(import.meta.url, 'period-ticker-worker', data);
   // Like an interval timer, a running ticker keeps the process alive; stop() ends the worker.
   let error: Error | null = null;
   const ready = new Promise<void>((resolve) => {

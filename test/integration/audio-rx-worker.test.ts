@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import t from 'tap';
 import { createSystemClock } from '../../firmware/clock/clock.js';
-import type { BoardConfig } from '../../firmware/config/board-types.js';
+import { VIRTUAL_AUDIO_BOARD } from '../helpers/audio-board.js';
 import { createMemoryLogger, type Logger } from '../../firmware/log/logger.js';
 import { VirtualAudioBinding } from '../../firmware/audio/audio-binding.js';
 import { createAudioDatagramBinding } from '../../firmware/audio/audio-datagram.js';
@@ -22,14 +22,7 @@ import {
 } from '../../firmware/audio/rtp-codec.js';
 import { RtpSender, type SenderCounters } from '../../firmware/audio/sender.js';
 
-const BOARD = {
-  id: 'virtual',
-  audio: {
-    binding: 'virtual',
-    capture: { device: 'virtual', channels: 2 },
-    playback: { device: 'virtual', channels: 2 },
-  },
-} as unknown as BoardConfig;
+const BOARD = VIRTUAL_AUDIO_BOARD;
 
 const mediaClock = createFreeRunningClock();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -3,8 +3,9 @@
  * every audio peer, started with the first receive side and ended with the last. `ThreadRx` has
  * the shape of RxSide with promises: open, snapshot, close.
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { MediaClock } from '../../../firmware/audio/media-clock.js';
+import { startSiblingWorker } from '../../../firmware/sibling-worker.js';
 import type { Logger } from '../../../firmware/log/logger.js';
 import { CoreAudioError } from './errors.js';
 import type { RemoteSender } from './peer-stats.js';
@@ -25,11 +26,7 @@ class RxWorkerHost {
     this.users++;
     this.logger ??= logger;
     if (this.worker) return;
-    // Under a TypeScript loader (tests) this module is a .ts file and so is its worker.
-    const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
-    const w = new Worker(new URL(`./rx-worker.${ext}`, import.meta.url), {
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
-    });
+    const w = startSiblingWorker(import.meta.url, 'rx-worker');
     w.on('message', (m: RxReply) => this.onMessage(m));
     // A worker ended by release() may exit after a new one started: only the current one counts.
     w.on('error', (e) => {

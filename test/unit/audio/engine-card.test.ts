@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { FakeClock } from '../../../firmware/clock/clock.js';
-import type { BoardConfig } from '../../../firmware/config/board-types.js';
+import { VIRTUAL_AUDIO_BOARD } from '../../helpers/audio-board.js';
 import { createMemoryLogger } from '../../../firmware/log/logger.js';
 import { FakeNetwork } from '../../../firmware/net/datagram-fake.js';
 import { VirtualAudioBinding } from '../../../firmware/audio/audio-binding.js';
@@ -15,14 +15,7 @@ import { FakeMediaClock } from '../../../firmware/audio/media-clock.js';
 import { rtpTimestampAt } from '../../../firmware/audio/media-timeline.js';
 import { encodeRtp, payloadBytes, qlanFormat, writePayload } from '../../../firmware/audio/rtp-codec.js';
 
-const BOARD = {
-  id: 'virtual',
-  audio: {
-    binding: 'virtual',
-    capture: { device: 'virtual', channels: 2 },
-    playback: { device: 'virtual', channels: 2 },
-  },
-} as unknown as BoardConfig;
+const BOARD = VIRTUAL_AUDIO_BOARD;
 
 const SECONDS = Number(process.env['AUDIO_DRIFT_SECONDS'] ?? 60);
 

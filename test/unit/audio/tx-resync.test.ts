@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import t from 'tap';
 import { createSystemClock } from '../../../firmware/clock/clock.js';
-import type { BoardConfig } from '../../../firmware/config/board-types.js';
+import { VIRTUAL_AUDIO_BOARD } from '../../helpers/audio-board.js';
 import { createMemoryLogger } from '../../../firmware/log/logger.js';
 import {
   VirtualAudioBinding,
@@ -23,14 +23,7 @@ import { decodeRtp, qlanFormat, QLAN_PAYLOAD_TYPE, readPayload } from '../../../
 import { RtpSender } from '../../../firmware/audio/sender.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const BOARD = {
-  id: 'virtual',
-  audio: {
-    binding: 'virtual',
-    capture: { device: 'virtual', channels: 2 },
-    playback: { device: 'virtual', channels: 2 },
-  },
-} as unknown as BoardConfig;
+const BOARD = VIRTUAL_AUDIO_BOARD;
 const PORT = 22300 + (process.pid % 50) * 4;
 
 /** Counts received packets whose first sample is not silence. */
