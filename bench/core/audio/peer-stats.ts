@@ -138,6 +138,14 @@ export interface Level {
  * last `historyFrames` frames). `read()` closes the window; a window with no audio keeps the
  * previous reading, so a stats() call between two packets does not show silence.
  */
+/**
+ * This many exact zeros in a row are silence sent in place of audio (an underrun sends a packet
+ * of zeros), not signal: a tone never holds exactly 0 for 16 samples. Left in the history they
+ * stretch the crossing span with no crossings and read low (960 Hz for 1 kHz with 4 % of it
+ * silent).
+ */
+const SILENT_RUN_FRAMES = 16;
+
 export class LevelTracker {
   private readonly peak: Float64Array;
   private readonly sumSq: Float64Array;
@@ -145,6 +153,8 @@ export class LevelTracker {
   private last: Level[];
   private readonly history: Float32Array;
   private histFill = 0;
+  /** Exact zeros in a row on channel 0 (see SILENT_RUN_FRAMES). */
+  private zeroRun = 0;
   private lastHz = 0;
   private readonly hold: Float64Array;
 
@@ -174,7 +184,14 @@ export class LevelTracker {
         if (a > this.hold[c]!) this.hold[c] = a;
         this.sumSq[c] = this.sumSq[c]! + v * v;
       }
-      this.history[this.histFill++] = samples[f * ch]!;
+      const v0 = samples[f * ch]!;
+      this.zeroRun = v0 === 0 ? this.zeroRun + 1 : 0;
+      // Silence inside the stream (a sender's underrun packets) is a gap too.
+      if (this.zeroRun >= SILENT_RUN_FRAMES) {
+        this.histFill = 0;
+        continue;
+      }
+      this.history[this.histFill++] = v0;
       if (this.histFill === this.history.length) {
         this.lastHz = estimateFrequency(this.history);
         this.histFill = 0;
@@ -198,7 +215,7 @@ export class LevelTracker {
 
   /**
    * Frequency of channel 1 (Hz) over the last complete run of `historyFrames` contiguous frames
-   * (no missing packet inside), 0 before the first.
+   * (no missing packet and no run of silence inside), 0 before the first.
    */
   frequencyHz(): number {
     return this.lastHz;

@@ -205,6 +205,15 @@ t.test('levels and frequency', async (t) => {
   t.ok(Math.abs(other.frequencyHz() - 2000) < 2, 'a complete run after the gap');
   for (let i = 0; i < 100; i++) other.feed(t440.next(48), 48);
   t.ok(Math.abs(other.frequencyHz() - 440) < 1, `after 100 ms without a gap: ${other.frequencyHz()}`);
+  // Silence packets (sender underruns) arrive as packets, not gaps: the run restarts at them too.
+  // Without that the first 100 ms window holds 4 ms of zeros and reads ~960 Hz.
+  const under = new LevelTracker(1, 4800);
+  const t1k = new ToneSource(1, 1000, 0.5);
+  for (let i = 0; i < 60; i++) under.feed(t1k.next(48), 48);
+  for (let i = 0; i < 4; i++) under.feed(new Float32Array(48), 48);
+  // 101: the tone's first sample after the silence is an exact 0 and still counts as silence.
+  for (let i = 0; i < 101; i++) under.feed(t1k.next(48), 48);
+  t.ok(Math.abs(under.frequencyHz() - 1000) < 1, `1 kHz after 4 silent packets: ${under.frequencyHz()}`);
 });
 
 const CORE = '127.0.7.11';
